@@ -1,0 +1,427 @@
+"""The Ray Data ingest pipeline: read → split → mask → mine → match → group → Parquet.
+
+Two passes over the input, both streaming:
+
+1. **Mine** (skipped with a frozen store): every worker splits headers and
+   masks its lines, then sends up only the distinct masked messages with their
+   first position. One actor feeds them to Drain3 in input order and freezes
+   the store. Distinct messages are few, so this pass costs about one read.
+2. **Match and group**: actors that hold the frozen store (loaded once each)
+   match every line to a template id, assign lines to windows, and a keyed
+   hash shuffle brings each window's lines together; a vectorised Arrow
+   group-by per partition writes the windows table.
+
+Nothing is dropped silently: every read, malformed, unknown or ungrouped line
+is counted in the run summary.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from logad.errors import DataError
+from logad.parsing.template_store import UNKNOWN_ID, TemplateMiner, TemplateStore, mask_contents
+from logad.ray_env import init_ray, prepare_ray_env
+from logad.sources.config import FixedGrouping, SessionGrouping, SourceConfig
+from logad.sources.files import InputFile, Shard, list_inputs, plan_shards, read_shard, resolve_fs
+from logad.sources.lines import LineSplitter
+from logad.windows.grouping import assign_windows, build_windows, session_ids
+
+prepare_ray_env()
+import ray  # noqa: E402
+from ray.data import Datasource, ReadTask  # noqa: E402
+from ray.data.block import BlockMetadata  # noqa: E402
+
+__all__ = ["IngestSummary", "load_label_file", "run_ingest"]
+
+_KEY_SHIFT = 40  # (file_idx << 40) | byte offset orders lines across files
+
+
+@dataclass
+class IngestSummary:
+    source: str
+    output: str
+    files: int = 0
+    bytes_read: int = 0
+    lines_read: int = 0
+    empty_lines: int = 0
+    lines_with_replaced_bytes: int = 0
+    lines_parsed: int = 0
+    lines_malformed: int = 0
+    lines_bad_timestamp: int = 0
+    lines_unknown_template: int = 0
+    lines_without_window: int = 0
+    windows: int = 0
+    windows_anomalous: int = 0
+    windows_normal: int = 0
+    windows_unlabelled: int = 0
+    templates: int = 0
+    templates_mined: bool = True
+    errors: list[dict] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def lines_per_s(self) -> float:
+        total = self.seconds.get("total", 0.0)
+        return self.lines_read / total if total else 0.0
+
+
+@ray.remote(num_cpus=0)
+class _Counter:
+    """Collects counts from read tasks and workers (one per ingest run)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.errors: list[dict] = []
+
+    def add(self, counts: dict[str, int], errors: list[dict] | None = None) -> None:
+        for k, v in counts.items():
+            self.counts[k] = self.counts.get(k, 0) + int(v)
+        if errors:
+            self.errors.extend(errors)
+
+    def get(self) -> tuple[dict[str, int], list[dict]]:
+        return self.counts, self.errors
+
+
+class LogLinesDatasource(Datasource):
+    """One read task per shard; each yields batches of lines, streaming."""
+
+    def __init__(self, shards: list[Shard], *, encoding: str, batch_lines: int, counter=None) -> None:
+        super().__init__()
+        self.shards, self.encoding, self.batch_lines, self.counter = shards, encoding, batch_lines, counter
+
+    def estimate_inmemory_data_size(self) -> int | None:
+        return sum(
+            (s.end or s.file.size) - s.start if s.file.compression == "none" else s.file.size * 5
+            for s in self.shards
+        )
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context=None) -> list[ReadTask]:
+        tasks = []
+        for shard in self.shards:
+            size = (shard.end or shard.file.size) - shard.start
+            meta = BlockMetadata(num_rows=None, size_bytes=int(size), input_files=[shard.file.uri], exec_stats=None)
+            tasks.append(ReadTask(_make_reader(shard, self.encoding, self.batch_lines, self.counter), meta))
+        return tasks
+
+
+def _make_reader(shard: Shard, encoding: str, batch_lines: int, counter) -> Callable:
+    def read():
+        for table, stats in read_shard(shard, encoding=encoding, batch_lines=batch_lines):
+            if counter is not None:
+                d = stats.to_dict()
+                errors = d.pop("errors")
+                ray.get(counter.add.remote(d, errors))
+            yield table
+
+    return read
+
+
+class _Uniques:
+    """Pass 1: the distinct masked messages of a batch with their first position."""
+
+    def __init__(self, config: SourceConfig, parsing_dict: dict) -> None:
+        from logad.sources.config import ParsingConfig
+
+        self.splitter = LineSplitter(config)
+        self.parsing = ParsingConfig.model_validate(parsing_dict)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        content = self.splitter.split(batch["raw"].combine_chunks()).content
+        masked = mask_contents(content, self.parsing)
+        key = pc.add(
+            pc.shift_left(batch["file_idx"].cast(pa.int64()), pa.scalar(_KEY_SHIFT, pa.int64())), batch["offset"]
+        )
+        t = pa.table({"masked": masked, "key": key})
+        g = t.group_by("masked", use_threads=False).aggregate([("key", "min"), ("key", "count")])
+        return g.rename_columns(["masked", "first", "count"])
+
+
+@ray.remote(num_cpus=1)
+class _MinerActor:
+    """Drain3 is stateful and not safe to share: mining happens here, once."""
+
+    def mine(self, parsing_dict: dict, masked: list[str], counts: list[int]) -> dict:
+        from logad.sources.config import ParsingConfig
+
+        miner = TemplateMiner(ParsingConfig.model_validate(parsing_dict))
+        miner.add(masked, counts)
+        return miner.freeze().to_dict()
+
+
+class _LineParser:
+    """Pass 2: split, mask, match and assign windows (store loaded once per actor)."""
+
+    def __init__(self, config: SourceConfig, store: dict, file_names: list[str], counter) -> None:
+        self.config = config
+        self.splitter = LineSplitter(config)
+        self.store = TemplateStore.from_dict(store)
+        self.file_names = file_names
+        self.counter = counter
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        raw = batch["raw"].combine_chunks()
+        sl = self.splitter.split(raw)
+        ids = self.store.match_contents(sl.content)
+        lines = pa.table(
+            {
+                "ts": sl.ts,
+                "file_idx": batch["file_idx"],
+                "offset": batch["offset"],
+                "line_no": batch["line_no"],
+                "event_id": pa.array(ids, pa.int64()),
+                "raw": raw,
+                "line_label": sl.line_label,
+            }
+        )
+        g = self.config.grouping
+        sessions = session_ids(raw, sl.fields, g) if isinstance(g, SessionGrouping) else None
+        out = assign_windows(lines, g, file_names=self.file_names, sessions=sessions)
+        if isinstance(g, SessionGrouping):
+            grouped = int(pc.sum(pc.is_valid(sessions)).as_py() or 0)
+        elif isinstance(g, FixedGrouping):
+            grouped = len(raw)
+        else:
+            grouped = int(pc.sum(pc.is_valid(sl.ts)).as_py() or 0)
+        counts = {
+            "lines_parsed": len(raw),
+            "lines_malformed": int((~sl.header_ok).sum()),
+            "lines_bad_timestamp": sl.num_bad_time,
+            "lines_unknown_template": int((ids == UNKNOWN_ID).sum()),
+            "lines_without_window": len(raw) - grouped,
+        }
+        ray.get(self.counter.add.remote(counts))
+        return out.drop_columns(["line_no"])
+
+
+class _GroupWindows:
+    def __init__(self, source: str, label_ref, counter) -> None:
+        self.source = source
+        self.labels = ray.get(label_ref[0]) if label_ref else None
+        self.counter = counter
+
+    def __call__(self, rows: pa.Table) -> pa.Table:
+        w = build_windows(rows, self.source, self.labels)
+        lab = w["label"]
+        anomalous = int(pc.sum(pc.equal(lab, 1)).as_py() or 0)
+        normal = int(pc.sum(pc.equal(lab, 0)).as_py() or 0)
+        ray.get(self.counter.add.remote({
+            "windows": w.num_rows, "windows_anomalous": anomalous, "windows_normal": normal,
+            "windows_unlabelled": w.num_rows - anomalous - normal,
+        }))
+        return w
+
+
+def load_label_file(path: str, config: SourceConfig) -> dict[str, int]:
+    """Read a label CSV (id column, label column) into window id → 0/1."""
+    import pyarrow.csv as pacsv
+
+    fs, p = resolve_fs(path)
+    try:
+        with fs.open_input_stream(p) as fh:
+            table = pacsv.read_csv(fh)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise DataError(f"cannot read label file {path}: {exc}") from exc
+    lc = config.labels
+    for col in (lc.id_column, lc.label_column):
+        if col not in table.column_names:
+            raise DataError(
+                f"label file {path} has no column {col!r} (columns: {table.column_names}); "
+                "set labels.id_column / labels.label_column in the source config"
+            )
+    ids = table[lc.id_column].cast(pa.string()).to_pylist()
+    labs = table[lc.label_column].cast(pa.string()).to_pylist()
+    bad = set(lc.anomaly_values)
+    return {i: int(v in bad) for i, v in zip(ids, labs, strict=True)}
+
+
+def _write_text(uri: str, text: str) -> None:
+    fs, p = resolve_fs(uri)
+    if isinstance(fs, pa.fs.LocalFileSystem):
+        Path(p).parent.mkdir(parents=True, exist_ok=True)
+    with fs.open_output_stream(p) as fh:
+        fh.write(text.encode("utf-8"))
+
+
+def _join(base: str, name: str) -> str:
+    return base.rstrip("/") + "/" + name
+
+
+def mine_templates(config: SourceConfig, shards: list[Shard], *, batch_lines: int, concurrency: int) -> TemplateStore:
+    """Pass 1: distinct masked messages from every worker → Drain3 on one actor."""
+    ds = ray.data.read_datasource(
+        LogLinesDatasource(shards, encoding=config.encoding, batch_lines=batch_lines), override_num_blocks=len(shards)
+    ).map_batches(
+        _Uniques,
+        fn_constructor_kwargs={"config": config, "parsing_dict": config.parsing.model_dump()},
+        batch_format="pyarrow",
+        batch_size=None,
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=concurrency),
+    )
+    first: dict[str, int] = {}
+    count: dict[str, int] = {}
+    for b in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+        for m, f, c in zip(b["masked"].to_pylist(), b["first"].to_pylist(), b["count"].to_pylist(), strict=True):
+            if m is None:
+                continue
+            if m in first:
+                count[m] += c
+                if f < first[m]:
+                    first[m] = f
+            else:
+                first[m], count[m] = f, c
+    ordered = sorted(first, key=first.__getitem__)
+    miner = _MinerActor.remote()
+    store = ray.get(miner.mine.remote(config.parsing.model_dump(), ordered, [count[m] for m in ordered]))
+    ray.kill(miner)
+    return TemplateStore.from_dict(store)
+
+
+def run_ingest(
+    config: SourceConfig,
+    inputs: list[str],
+    output: str,
+    *,
+    labels: str | None = None,
+    templates: str | None = None,
+    shard_bytes: int = 64 << 20,
+    batch_lines: int = 65536,
+    num_partitions: int | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> IngestSummary:
+    """Turn raw logs into a windows table under ``output``.
+
+    Writes ``output/windows/*.parquet``, ``output/templates.json`` (the frozen
+    store used), ``output/source.json`` (the config used) and
+    ``output/summary.json`` (what was read, parsed, skipped and made).
+
+    Args:
+        config: the source config.
+        inputs: files, folders or URIs (plain, .gz, .zst).
+        output: a local folder or a pyarrow filesystem URI.
+        labels: a label file overriding the config's.
+        templates: a frozen template store (templates.json or its folder) to
+            match against instead of mining one.
+    """
+    t0 = time.perf_counter()
+    files = list_inputs(inputs)
+    label_path = labels or (config.label_file() if config.labels.kind == "file" else None)
+    label_map = load_label_file(label_path, config) if label_path else None
+    if labels and config.labels.kind != "file":
+        log(f"note: --labels given, so window labels come from {labels}")
+    store = TemplateStore.load(templates) if templates else None
+
+    init_ray(progress=progress)
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    split_plain = not isinstance(config.grouping, FixedGrouping)
+    shards = plan_shards(files, shard_bytes=shard_bytes, split_plain=split_plain)
+    summary = IngestSummary(source=config.name, output=output, templates_mined=store is None)
+    log(f"ingest {config.name}: {len(files)} file(s), {sum(f.size for f in files):,} bytes, "
+        f"{len(shards)} shard(s) on {cpus} CPU(s)")
+
+    if store is None:
+        t = time.perf_counter()
+        store = mine_templates(config, shards, batch_lines=batch_lines, concurrency=cpus)
+        summary.seconds["mine"] = round(time.perf_counter() - t, 3)
+        log(f"mined {len(store)} templates in {summary.seconds['mine']:.1f}s")
+    else:
+        log(f"matching against the frozen store {templates} ({len(store)} templates)")
+    summary.templates = len(store)
+
+    t = time.perf_counter()
+    counter = _Counter.remote()
+    label_ref = [ray.put(label_map)] if label_map is not None else None
+    parts = num_partitions or max(cpus, math.ceil(sum(f.size for f in files) / (128 << 20)))
+    ds = (
+        ray.data.read_datasource(
+            LogLinesDatasource(shards, encoding=config.encoding, batch_lines=batch_lines, counter=counter),
+            override_num_blocks=len(shards),
+        )
+        .map_batches(
+            _LineParser,
+            fn_constructor_kwargs={
+                "config": config, "store": store.to_dict(),
+                "file_names": [_display_name(f, files) for f in files], "counter": counter,
+            },
+            batch_format="pyarrow",
+            batch_size=None,
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cpus),
+        )
+        .repartition(parts, keys=["window_id"])
+        .map_batches(
+            _GroupWindows,
+            fn_constructor_kwargs={"source": config.name, "label_ref": label_ref, "counter": counter},
+            batch_format="pyarrow",
+            batch_size=None,
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cpus),
+        )
+    )
+    windows_dir = _join(output, "windows")
+    _clear_windows(windows_dir)
+    ds.write_parquet(windows_dir)
+    summary.seconds["match_group_write"] = round(time.perf_counter() - t, 3)
+
+    counts, errors = ray.get(counter.get.remote())
+    ray.kill(counter)
+    for k, v in counts.items():
+        if hasattr(summary, k):
+            setattr(summary, k, int(v))
+    summary.errors = sorted(errors, key=lambda e: (e["file"], e["offset"]))
+    summary.seconds["total"] = round(time.perf_counter() - t0, 3)
+
+    _write_text(_join(output, "templates.json"), json.dumps(store.to_dict(), indent=1))
+    _write_text(_join(output, "source.json"), config.model_dump_json(indent=1))
+    _write_text(_join(output, "summary.json"), json.dumps(summary.to_dict(), indent=1))
+    return summary
+
+
+def _display_name(f: InputFile, files: list[InputFile]) -> str:
+    names = [x.name for x in files]
+    return f.name if names.count(f.name) == 1 else f.uri
+
+
+def _clear_windows(uri: str) -> None:
+    """Remove a previous run's windows so stale Parquet files never mix in."""
+    fs, p = resolve_fs(uri)
+    info = fs.get_file_info(p)
+    if info.type == pa.fs.FileType.Directory:
+        fs.delete_dir(p)
+
+
+def summary_lines(s: IngestSummary) -> list[str]:
+    """The run summary as printable lines."""
+    out = [
+        f"source {s.source} → {s.output}",
+        f"  files read            {s.files:>12,}   bytes {s.bytes_read:,}",
+        f"  lines read            {s.lines_read:>12,}",
+        f"  lines parsed          {s.lines_parsed:>12,}",
+        f"  malformed (content only) {s.lines_malformed:>9,}",
+        f"  undecodable bytes (replaced) {s.lines_with_replaced_bytes:>5,}",
+        f"  empty lines skipped   {s.empty_lines:>12,}",
+        f"  bad timestamps        {s.lines_bad_timestamp:>12,}",
+        f"  unknown template (id 0) {s.lines_unknown_template:>10,}",
+        f"  lines in no window    {s.lines_without_window:>12,}",
+        f"  templates             {s.templates:>12,}   ({'mined' if s.templates_mined else 'frozen store'})",
+        f"  windows               {s.windows:>12,}   anomalous {s.windows_anomalous:,}, "
+        f"normal {s.windows_normal:,}, unlabelled {s.windows_unlabelled:,}",
+        f"  time                  {s.seconds.get('total', 0):>11.1f}s   ({s.lines_per_s():,.0f} lines/s)",
+    ]
+    for e in s.errors:
+        out.append(f"  ERROR {e['file']} at byte {e['offset']}: {e['error']}")
+    return out
+
+
+_ = np  # numpy is used by callers through this module's types

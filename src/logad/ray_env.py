@@ -1,0 +1,40 @@
+"""Starting or joining Ray the way logad needs it.
+
+Ray 2.60 turns token authentication on for every new local cluster, and a
+client must know that *before* ``import ray``. Call :func:`prepare_ray_env`
+(or :func:`init_ray`) before anything imports ray.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["init_ray", "prepare_ray_env"]
+
+
+def prepare_ray_env() -> None:
+    """Set the environment Ray needs, without overriding what the user set."""
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None, *, progress: bool = True) -> None:
+    """Join the cluster at ``address`` / ``$RAY_ADDRESS``, or start a local one.
+
+    Does nothing when Ray is already initialised in this process.
+    """
+    prepare_ray_env()
+    import ray
+    from ray.data import DataContext
+
+    if not ray.is_initialized():
+        address = address or os.environ.get("RAY_ADDRESS")
+        kwargs: dict = {"include_dashboard": False, "log_to_driver": True}
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=num_cpus, **kwargs)
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = progress
+    ctx.print_on_execution_start = False

@@ -1,0 +1,318 @@
+"""Find input files and read them as batches of lines.
+
+Inputs are files or folders on a local path or any pyarrow filesystem URI
+(``s3://``, ``gs://``, ``hdfs://``, ``file://``). Plain files larger than a
+shard are read as byte ranges, so one big file spreads across workers; gzip
+and zstd files are read whole, streaming.
+
+Nothing is lost silently: bytes that do not decode are replaced and the line
+counted; a corrupt compressed stream ends that file with an error naming the
+file and the compressed byte offset, and every line decoded before it is kept.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import zstandard
+
+from logad.errors import DataError
+
+__all__ = [
+    "LINES_SCHEMA",
+    "InputFile",
+    "ReadStats",
+    "Shard",
+    "list_inputs",
+    "plan_shards",
+    "read_shard",
+    "resolve_fs",
+]
+
+LINES_SCHEMA = pa.schema(
+    [
+        pa.field("file_idx", pa.int32()),
+        pa.field("offset", pa.int64()),     # byte offset of the line in the (decompressed) file
+        pa.field("line_no", pa.int64()),    # 0-based line number, -1 inside a byte-range shard
+        pa.field("raw", pa.string()),
+    ]
+)
+
+_CHUNK_BYTES = 4 << 20
+
+
+@dataclass(frozen=True)
+class InputFile:
+    index: int
+    uri: str            # as the user can read it (local path or URI)
+    size: int
+    compression: str    # "none" | "gzip" | "zstd"
+
+    @property
+    def name(self) -> str:
+        return self.uri.rstrip("/").rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class Shard:
+    file: InputFile
+    start: int = 0
+    end: int | None = None   # None: to the end of the file (always for compressed files)
+
+    @property
+    def whole(self) -> bool:
+        return self.start == 0 and self.end is None
+
+
+@dataclass
+class ReadStats:
+    files: int = 0
+    bytes_read: int = 0
+    lines_read: int = 0
+    lines_with_replaced_bytes: int = 0
+    empty_lines: int = 0
+    errors: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "files": self.files,
+            "bytes_read": self.bytes_read,
+            "lines_read": self.lines_read,
+            "lines_with_replaced_bytes": self.lines_with_replaced_bytes,
+            "empty_lines": self.empty_lines,
+            "errors": list(self.errors),
+        }
+
+
+def resolve_fs(uri: str) -> tuple[pafs.FileSystem, str]:
+    """The pyarrow filesystem and in-filesystem path for a local path or URI."""
+    if "://" in uri:
+        try:
+            return pafs.FileSystem.from_uri(uri)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
+            raise DataError(f"cannot open {uri}: {exc}") from exc
+    return pafs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
+
+
+def _compression_of(name: str) -> str:
+    low = name.lower()
+    if low.endswith((".gz", ".gzip")):
+        return "gzip"
+    if low.endswith((".zst", ".zstd")):
+        return "zstd"
+    return "none"
+
+
+def _join(uri: str, fs_base: str, fs_path: str) -> str:
+    """Turn a path found under ``fs_base`` back into the user's form of ``uri``."""
+    rel = fs_path[len(fs_base):].lstrip("/")
+    return uri.rstrip("/") + "/" + rel
+
+
+def list_inputs(inputs: list[str]) -> list[InputFile]:
+    """Expand files and folders (recursively) into an ordered list of input files.
+
+    Hidden files (names starting with '.') inside folders are skipped.
+
+    Raises:
+        DataError: an input does not exist, or no file was found.
+    """
+    found: list[tuple[str, int]] = []
+    for uri in inputs:
+        fs, path = resolve_fs(uri)
+        info = fs.get_file_info(path)
+        if info.type == pafs.FileType.NotFound:
+            raise DataError(f"input {uri} does not exist")
+        if info.type == pafs.FileType.Directory:
+            infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+            files = sorted(
+                (i for i in infos if i.type == pafs.FileType.File and not i.base_name.startswith(".")),
+                key=lambda i: i.path,
+            )
+            base = uri if "://" in uri else path
+            for i in files:
+                found.append((_join(base, path, i.path), i.size))
+        else:
+            found.append((uri if "://" in uri else path, info.size))
+    if not found:
+        raise DataError(f"no input files found in {inputs}")
+    return [InputFile(k, u, s, _compression_of(u)) for k, (u, s) in enumerate(found)]
+
+
+def plan_shards(files: list[InputFile], *, shard_bytes: int = 64 << 20, split_plain: bool = True) -> list[Shard]:
+    """Cut plain files into byte ranges of about ``shard_bytes``; others stay whole."""
+    shards: list[Shard] = []
+    for f in files:
+        if f.compression != "none" or not split_plain or f.size <= shard_bytes:
+            shards.append(Shard(f))
+            continue
+        starts = list(range(0, f.size, shard_bytes))
+        for a, b in zip(starts, starts[1:] + [None], strict=True):
+            shards.append(Shard(f, a, b))
+    return shards
+
+
+def read_shard(
+    shard: Shard, *, encoding: str = "utf-8", batch_lines: int = 65536
+) -> Iterator[tuple[pa.Table, ReadStats]]:
+    """Yield (lines table, stats of this batch) for one shard, streaming.
+
+    The last batch's stats also carry any read error of the file.
+    """
+    f = shard.file
+    fs, path = resolve_fs(f.uri)
+    stats = ReadStats(files=1 if shard.start == 0 else 0)
+    raw_stream = None
+    try:
+        if f.compression == "none":
+            raw_stream = fs.open_input_file(path)
+            stream, first = _seek_line_start(raw_stream, shard.start)
+        else:
+            raw_stream = fs.open_input_stream(path, compression=None)
+            if f.compression == "gzip":
+                stream = gzip.GzipFile(fileobj=raw_stream, mode="rb")
+            else:
+                stream = zstandard.ZstdDecompressor().stream_reader(raw_stream, read_across_frames=True)
+            first = 0
+        yield from _read_lines(stream, raw_stream, shard, first, encoding, batch_lines, stats)
+    except OSError as exc:  # an unreadable file: report it and let the others go on
+        stats.errors.append({"file": f.uri, "offset": 0, "error": f"cannot read: {exc}"})
+        yield _empty_table(), stats
+    finally:
+        if raw_stream is not None:
+            raw_stream.close()
+
+
+def _empty_table() -> pa.Table:
+    return LINES_SCHEMA.empty_table()
+
+
+class _RangeReader:
+    """A file positioned at ``pos`` that reads forward (for byte-range shards)."""
+
+    def __init__(self, fh: pa.NativeFile, pos: int, head: bytes) -> None:
+        self.fh, self.head = fh, head
+        fh.seek(pos)
+
+    def read(self, n: int) -> bytes:
+        if self.head:
+            out, self.head = self.head, b""
+            return out
+        return self.fh.read(n)
+
+
+def _seek_line_start(fh: pa.NativeFile, start: int) -> tuple[_RangeReader | pa.NativeFile, int]:
+    """Position at the first line that starts at or after ``start``."""
+    if start == 0:
+        return fh, 0
+    fh.seek(start - 1)
+    skipped = 0
+    while True:
+        chunk = fh.read(1 << 16)
+        if not chunk:
+            return _RangeReader(fh, start - 1 + skipped, b""), start - 1 + skipped
+        i = chunk.find(b"\n")
+        if i >= 0:
+            first = start - 1 + skipped + i + 1
+            return _RangeReader(fh, first, b""), first
+        skipped += len(chunk)
+
+
+def _read_lines(stream, raw_stream, shard: Shard, pos: int, encoding: str, batch_lines: int, stats: ReadStats):
+    f = shard.file
+    end = shard.end
+    line_no = 0 if shard.start == 0 else -1
+    leftover = b""
+    pending: list[bytes] = []
+    pending_off: list[np.ndarray] = []
+    done = False
+    while not done:
+        try:
+            chunk = stream.read(_CHUNK_BYTES)
+        except (zstandard.ZstdError, OSError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            off = raw_stream.tell() if hasattr(raw_stream, "tell") else -1
+            stats.errors.append(
+                {"file": f.uri, "offset": int(off), "error": f"corrupt {f.compression} data: {exc}"}
+            )
+            chunk = b""
+            leftover = b""  # a cut-off partial line is not a line
+        if not chunk:
+            parts = [leftover] if leftover else []
+            done = True
+        else:
+            stats.bytes_read += len(chunk)
+            parts = (leftover + chunk).split(b"\n")
+            leftover = parts.pop()
+        if not parts:
+            continue
+        lens = np.fromiter((len(p) + 1 for p in parts), dtype=np.int64, count=len(parts))
+        offs = pos + np.concatenate(([0], np.cumsum(lens)[:-1]))
+        pos += int(lens.sum())
+        if end is not None and offs[-1] >= end:
+            keep = int(np.searchsorted(offs, end, side="left"))
+            parts, offs = parts[:keep], offs[:keep]
+            done = True
+        pending.extend(parts)
+        pending_off.append(offs)
+        while len(pending) >= batch_lines:
+            take, pending = pending[:batch_lines], pending[batch_lines:]
+            offs_all = np.concatenate(pending_off)
+            pending_off = [offs_all[batch_lines:]]
+            table, line_no = _to_table(take, offs_all[:batch_lines], f.index, line_no, encoding, stats)
+            yield table, _flush(stats)
+    if pending:
+        table, line_no = _to_table(pending, np.concatenate(pending_off), f.index, line_no, encoding, stats)
+        yield table, _flush(stats)
+    elif stats.files or stats.errors or stats.bytes_read or stats.empty_lines:
+        yield _empty_table(), _flush(stats)
+
+
+def _flush(stats: ReadStats) -> ReadStats:
+    out = ReadStats(stats.files, stats.bytes_read, stats.lines_read, stats.lines_with_replaced_bytes,
+                    stats.empty_lines, list(stats.errors))
+    stats.files = stats.bytes_read = stats.lines_read = 0
+    stats.lines_with_replaced_bytes = stats.empty_lines = 0
+    stats.errors.clear()
+    return out
+
+
+def _to_table(parts: list[bytes], offs: np.ndarray, file_idx: int, line_no: int, encoding: str, stats: ReadStats):
+    n = len(parts)
+    try:
+        text = b"\n".join(parts).decode(encoding).split("\n")
+        if len(text) != n:  # an encoding where b"\n" is not the line break
+            raise UnicodeDecodeError(encoding, b"", 0, 1, "line count changed")
+    except UnicodeDecodeError:
+        text = []
+        for p in parts:
+            try:
+                text.append(p.decode(encoding))
+            except UnicodeDecodeError:
+                text.append(p.decode(encoding, errors="replace"))
+                stats.lines_with_replaced_bytes += 1
+    text = [t[:-1] if t.endswith("\r") else t for t in text]
+    nums = np.arange(line_no, line_no + n, dtype=np.int64) if line_no >= 0 else np.full(n, -1, np.int64)
+    nonempty = np.fromiter((bool(t.strip()) for t in text), dtype=bool, count=n)
+    stats.empty_lines += int(n - nonempty.sum())
+    stats.lines_read += n
+    if not nonempty.all():
+        idx = np.flatnonzero(nonempty)
+        text = [text[i] for i in idx]
+        offs, nums = offs[idx], nums[idx]
+    table = pa.table(
+        {
+            "file_idx": pa.array(np.full(len(text), file_idx, np.int32)),
+            "offset": pa.array(offs, pa.int64()),
+            "line_no": pa.array(nums, pa.int64()),
+            "raw": pa.array(text, pa.string()),
+        },
+        schema=LINES_SCHEMA,
+    )
+    return table, (line_no + n if line_no >= 0 else -1)

@@ -1,0 +1,133 @@
+"""Split raw lines into header fields, time, label and message.
+
+Everything here works on whole Arrow arrays: the header pattern, session ids
+and masking run as RE2 kernels in pyarrow, with Python's ``re`` as a fallback
+for patterns RE2 cannot compile (look-arounds, back-references).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from logad.sources.config import SourceConfig
+
+__all__ = ["LineSplitter", "SplitLines", "extract_first", "regex_replace"]
+
+
+def _re2_ok(pattern: str) -> bool:
+    try:
+        pc.extract_regex(pa.array([""]), f"(?P<g>{pattern})" if "(?P<" not in pattern else pattern)
+        return True
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False
+
+
+def regex_replace(values: pa.Array, pattern: str, replacement: str, *, re2: bool | None = None) -> pa.Array:
+    """Replace every match of ``pattern`` (RE2 when it compiles there, else ``re``)."""
+    if re2 is None:
+        re2 = _re2_ok(pattern)
+    if re2:
+        return pc.replace_substring_regex(values, pattern, replacement.replace("\\", "\\\\"))
+    rx = re.compile(pattern)
+    return pa.array(
+        [None if v is None else rx.sub(replacement.replace("\\", r"\\"), v) for v in values.to_pylist()],
+        type=pa.string(),
+    )
+
+
+def extract_first(values: pa.Array, pattern: str, *, re2: bool | None = None) -> pa.Array:
+    """The first match of ``pattern`` in each value (null where none)."""
+    if re2 is None:
+        re2 = _re2_ok(pattern)
+    if re2:
+        s = pc.extract_regex(values, f"(?P<m>{pattern})")
+        return pc.if_else(s.is_valid(), pc.struct_field(s, [0]), pa.scalar(None, pa.string()))
+    rx = re.compile(pattern)
+    out = []
+    for v in values.to_pylist():
+        m = rx.search(v) if v is not None else None
+        out.append(m.group(0) if m else None)
+    return pa.array(out, type=pa.string())
+
+
+@dataclass
+class SplitLines:
+    """The result of splitting a batch of raw lines."""
+
+    fields: dict[str, pa.Array]      # header fields (null where the header did not match)
+    content: pa.Array                # the message; the whole line where the header did not match
+    header_ok: np.ndarray            # bool per line
+    ts: pa.Array                     # timestamp[us], null where missing or unreadable
+    line_label: pa.Array             # int8: 1 anomaly, 0 normal, null unknown
+    num_bad_time: int                # lines whose header matched but whose time did not parse
+
+
+class LineSplitter:
+    """Split raw lines of one source (built once per worker, called per batch)."""
+
+    def __init__(self, config: SourceConfig) -> None:
+        self.config = config
+        self.pattern = config.format.header_regex()
+        self.names = config.format.field_names()
+        self._re2 = _re2_ok(self.pattern)
+        self._rx = re.compile(self.pattern)
+
+    def split(self, raw: pa.Array) -> SplitLines:
+        raw = raw.cast(pa.string())
+        n = len(raw)
+        if self._re2:
+            s = pc.extract_regex(raw, self.pattern)
+            ok = s.is_valid().to_numpy(zero_copy_only=False)
+            valid = pa.array(ok)
+            null = pa.scalar(None, pa.string())
+            fields = {
+                name: pc.if_else(valid, pc.struct_field(s, [i]), null)
+                for i, name in enumerate(self.names)
+            }
+        else:
+            cols: dict[str, list[str | None]] = {k: [None] * n for k in self.names}
+            ok = np.zeros(n, dtype=bool)
+            for i, line in enumerate(raw.to_pylist()):
+                m = self._rx.match(line) if line is not None else None
+                if m:
+                    ok[i] = True
+                    for k, v in m.groupdict().items():
+                        cols[k][i] = v
+            fields = {k: pa.array(v, type=pa.string()) for k, v in cols.items()}
+        cf = self.config.format.content_field
+        content = pc.if_else(pa.array(ok), fields[cf], raw)
+        ts, bad_time = self._timestamps(fields, ok, n)
+        return SplitLines(fields, content, ok, ts, self._labels(fields, ok, n), bad_time)
+
+    def _timestamps(self, fields: dict[str, pa.Array], ok: np.ndarray, n: int) -> tuple[pa.Array, int]:
+        tcfg = self.config.timestamp
+        if not tcfg.fields:
+            return pa.nulls(n, pa.timestamp("us")), 0
+        parts = [fields[f] for f in tcfg.fields]
+        joined = parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, " ")
+        s = pd.Series(joined.to_pandas(), dtype=object)
+        if tcfg.format in ("epoch_s", "epoch_ms"):
+            num = pd.to_numeric(s, errors="coerce")
+            t = pd.to_datetime(num, unit="s" if tcfg.format == "epoch_s" else "ms", errors="coerce")
+        else:
+            t = pd.to_datetime(s, format=tcfg.format, errors="coerce")
+        if tcfg.default_year is not None and "%Y" not in tcfg.format and "%y" not in tcfg.format:
+            t = t + pd.DateOffset(years=tcfg.default_year - 1900)
+        t = t.astype("datetime64[us]")
+        bad = int((t.isna().to_numpy() & ok).sum())
+        return pa.array(t, type=pa.timestamp("us"), from_pandas=True), bad
+
+    def _labels(self, fields: dict[str, pa.Array], ok: np.ndarray, n: int) -> pa.Array:
+        lcfg = self.config.labels
+        if lcfg.kind != "field":
+            return pa.nulls(n, pa.int8())
+        values = fields[lcfg.field]  # type: ignore[index]
+        normal = pc.is_in(values, pa.array(lcfg.normal_values, pa.string()))
+        lab = pc.if_else(normal, pa.scalar(0, pa.int8()), pa.scalar(1, pa.int8()))
+        return pc.if_else(pa.array(ok), lab, pa.scalar(None, pa.int8()))

@@ -1,0 +1,84 @@
+"""The windows table: the one format every method reads.
+
+One row per window (a session, a sliding time window or a fixed-count window)::
+
+    source     string              log source name
+    window_id  string              session id, or "<file>#<start>" for windows
+    start      timestamp[us]       time of the first line (null when lines carry no time)
+    end        timestamp[us]       time of the last line
+    event_ids  list<int64>         template id per line, in order (0 = unknown line)
+    lines      list<string>        raw lines, in the same order
+    label      int8                1 anomalous, 0 normal, null unknown
+
+Template ids are stable content hashes of the template text (see
+:func:`logad.parsing.template_id`), the same across shards, runs and machines.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from logad.errors import DataError
+
+__all__ = ["WINDOWS_SCHEMA", "read_windows", "validate_windows"]
+
+WINDOWS_SCHEMA = pa.schema(
+    [
+        pa.field("source", pa.string()),
+        pa.field("window_id", pa.string()),
+        pa.field("start", pa.timestamp("us")),
+        pa.field("end", pa.timestamp("us")),
+        pa.field("event_ids", pa.list_(pa.int64())),
+        pa.field("lines", pa.list_(pa.string())),
+        pa.field("label", pa.int8()),
+    ]
+)
+
+
+def validate_windows(table: pa.Table) -> pa.Table:
+    """Check that ``table`` has the windows columns; cast it to the exact schema.
+
+    Raises:
+        DataError: a column is missing or cannot be cast.
+    """
+    missing = [n for n in WINDOWS_SCHEMA.names if n not in table.column_names]
+    if missing:
+        raise DataError(
+            f"not a windows table: missing column(s) {missing}; "
+            "make one with `logad ingest CONFIG INPUT --output DIR`"
+        )
+    try:
+        return table.select(WINDOWS_SCHEMA.names).cast(WINDOWS_SCHEMA)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise DataError(f"windows table has wrong column types: {exc}") from exc
+
+
+def read_windows(path: str | Path) -> pd.DataFrame:
+    """Read a windows table written by ``logad ingest``.
+
+    Args:
+        path: the ingest output directory (with ``windows/``), the ``windows/``
+            folder itself, or one Parquet file.
+
+    Returns:
+        A DataFrame sorted by (start, window_id) with ``event_ids`` and
+        ``lines`` as Python lists and ``label`` as nullable ``Int8``.
+    """
+    p = Path(path)
+    if p.is_dir() and (p / "windows").is_dir():
+        p = p / "windows"
+    if not p.exists():
+        raise DataError(f"no windows table at {path}: run `logad ingest` first")
+    files = sorted(p.rglob("*.parquet")) if p.is_dir() else [p]
+    if not files:
+        raise DataError(f"no Parquet files under {p}: run `logad ingest` first")
+    table = pa.concat_tables([validate_windows(pq.read_table(f)) for f in files])
+    df = table.to_pandas(types_mapper={pa.int8(): pd.Int8Dtype()}.get)
+    df["event_ids"] = [list(x) for x in df["event_ids"]]
+    df["lines"] = [list(x) for x in df["lines"]]
+    df = df.sort_values(["start", "window_id"], kind="stable", na_position="first")
+    return df.reset_index(drop=True)
