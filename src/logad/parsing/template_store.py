@@ -84,7 +84,7 @@ class TemplateMiner:
     def __init__(self, parsing: ParsingConfig) -> None:
         self.parsing = parsing
         self.drain = _new_drain(parsing)
-        self._seen: set[str] = set()
+        self._cluster_of: dict[str, LogCluster] = {}  # Drain never merges clusters
         self.num_messages = 0
 
     def add(self, masked: Iterable[str], counts: Iterable[int] | None = None) -> None:
@@ -93,11 +93,13 @@ class TemplateMiner:
         for msg in masked:
             c = next(counts_it) if counts_it is not None else 1
             self.num_messages += c
-            if msg in self._seen:
+            cluster = self._cluster_of.get(msg)
+            if cluster is not None:
+                cluster.size += c
                 continue
-            self._seen.add(msg)
             cluster, _ = self.drain.add_log_message(msg)
             cluster.size += c - 1
+            self._cluster_of[msg] = cluster
 
     def freeze(self) -> TemplateStore:
         by_id: dict[int, Template] = {}

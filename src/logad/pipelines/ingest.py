@@ -164,8 +164,9 @@ class _MinerActor:
 class _LineParser:
     """Pass 2: split, mask, match and assign windows (store loaded once per actor)."""
 
-    def __init__(self, config: SourceConfig, store: dict, file_names: list[str], counter) -> None:
+    def __init__(self, config: SourceConfig, store: dict, file_names: list[str], file_uris: list[str], counter) -> None:
         self.config = config
+        self.file_uris = pa.array(file_uris, pa.string())
         self.splitter = LineSplitter(config)
         self.store = TemplateStore.from_dict(store)
         self.file_names = file_names
@@ -187,7 +188,10 @@ class _LineParser:
             }
         )
         g = self.config.grouping
-        sessions = session_ids(raw, sl.fields, g) if isinstance(g, SessionGrouping) else None
+        sessions = None
+        if isinstance(g, SessionGrouping):
+            paths = self.file_uris.take(batch["file_idx"].combine_chunks()) if g.id_field == "path" else None
+            sessions = session_ids(raw, sl.fields, g, paths)
         out = assign_windows(lines, g, file_names=self.file_names, sessions=sessions)
         if isinstance(g, SessionGrouping):
             grouped = int(pc.sum(pc.is_valid(sessions)).as_py() or 0)
@@ -354,7 +358,8 @@ def run_ingest(
             _LineParser,
             fn_constructor_kwargs={
                 "config": config, "store": store.to_dict(),
-                "file_names": [_display_name(f, files) for f in files], "counter": counter,
+                "file_names": [_display_name(f, files) for f in files],
+                "file_uris": [f.uri for f in files], "counter": counter,
             },
             batch_format="pyarrow",
             batch_size=None,

@@ -177,7 +177,9 @@ class SessionGrouping(_Strict):
     kind: Literal["session"] = "session"
     id_regex: str = Field(..., description="Regex whose first match in a line is its session id.")
     id_field: str = Field(
-        "line", description="Where to look for the id: 'line' (the raw line) or a header field."
+        "line",
+        description="Where to look for the id: 'line' (the raw line), 'path' (the input "
+        "file's path, e.g. one log folder per application) or a header field.",
     )
 
     @field_validator("id_regex")
@@ -259,7 +261,7 @@ class SourceConfig(_Strict):
                 f"labels.field {self.labels.field!r} is not a header field {sorted(names)}"
             )
         g = self.grouping
-        if isinstance(g, SessionGrouping) and g.id_field != "line" and g.id_field not in names:
+        if isinstance(g, SessionGrouping) and g.id_field not in ("line", "path") and g.id_field not in names:
             raise ValueError(f"grouping.id_field {g.id_field!r} is not a header field")
         if isinstance(g, SlidingGrouping) and not self.timestamp.fields:
             raise ValueError("grouping.kind=sliding needs timestamp.fields")

@@ -12,7 +12,6 @@ file and the compressed byte offset, and every line decoded before it is kept.
 
 from __future__ import annotations
 
-import gzip
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -169,63 +168,100 @@ def read_shard(
     f = shard.file
     fs, path = resolve_fs(f.uri)
     stats = ReadStats(files=1 if shard.start == 0 else 0)
-    raw_stream = None
+    fh = None
     try:
         if f.compression == "none":
-            raw_stream = fs.open_input_file(path)
-            stream, first = _seek_line_start(raw_stream, shard.start)
+            fh = fs.open_input_file(path)
+            first = _line_start(fh, shard.start)
+            chunks = _plain_chunks(fh)
         else:
-            raw_stream = fs.open_input_stream(path, compression=None)
-            if f.compression == "gzip":
-                stream = gzip.GzipFile(fileobj=raw_stream, mode="rb")
-            else:
-                stream = zstandard.ZstdDecompressor().stream_reader(raw_stream, read_across_frames=True)
+            fh = fs.open_input_stream(path, compression=None)
             first = 0
-        yield from _read_lines(stream, raw_stream, shard, first, encoding, batch_lines, stats)
+            chunks = _decompressed_chunks(fh, f.compression)
+        yield from _read_lines(chunks, shard, first, encoding, batch_lines, stats)
     except OSError as exc:  # an unreadable file: report it and let the others go on
         stats.errors.append({"file": f.uri, "offset": 0, "error": f"cannot read: {exc}"})
-        yield _empty_table(), stats
+        yield _empty_table(), _flush(stats)
     finally:
-        if raw_stream is not None:
-            raw_stream.close()
+        if fh is not None:
+            fh.close()
 
 
 def _empty_table() -> pa.Table:
     return LINES_SCHEMA.empty_table()
 
 
-class _RangeReader:
-    """A file positioned at ``pos`` that reads forward (for byte-range shards)."""
-
-    def __init__(self, fh: pa.NativeFile, pos: int, head: bytes) -> None:
-        self.fh, self.head = fh, head
-        fh.seek(pos)
-
-    def read(self, n: int) -> bytes:
-        if self.head:
-            out, self.head = self.head, b""
-            return out
-        return self.fh.read(n)
+class _Corrupt(Exception):
+    def __init__(self, offset: int, message: str) -> None:
+        super().__init__(message)
+        self.offset = offset
 
 
-def _seek_line_start(fh: pa.NativeFile, start: int) -> tuple[_RangeReader | pa.NativeFile, int]:
-    """Position at the first line that starts at or after ``start``."""
+def _plain_chunks(fh) -> Iterator[bytes]:
+    while chunk := fh.read(_CHUNK_BYTES):
+        yield chunk
+
+
+_COMPRESSED_CHUNK = 64 << 10
+
+
+def _decompressed_chunks(fh, compression: str) -> Iterator[bytes]:
+    """Decompress frame by frame (zstd) or member by member (gzip), 64 KiB at a time.
+
+    A corrupt frame raises :class:`_Corrupt` with the compressed offset of the
+    chunk where decoding failed; everything decoded before it has been yielded.
+    """
+    def new():
+        if compression == "zstd":
+            return zstandard.ZstdDecompressor().decompressobj()
+        return zlib.decompressobj(wbits=31)
+
+    dobj, pos, pending, fed = new(), 0, b"", False
+    while True:
+        data = pending or fh.read(_COMPRESSED_CHUNK)
+        pending = b""
+        if not data:
+            break
+        fed = True
+        try:
+            out = dobj.decompress(data)
+        except (zstandard.ZstdError, zlib.error) as exc:
+            raise _Corrupt(pos, f"corrupt {compression} data: {exc}") from exc
+        if dobj.eof:
+            rest = dobj.unused_data
+            pos += len(data) - len(rest)
+            pending = rest
+            dobj, fed = new(), False
+        else:
+            pos += len(data)
+        if out:
+            yield out
+    if fed and not dobj.eof:
+        raise _Corrupt(pos, f"corrupt {compression} data: the stream ends in the middle of a frame")
+
+
+def _line_start(fh: pa.NativeFile, start: int) -> int:
+    """Position ``fh`` at the first line that starts at or after ``start``; return it."""
     if start == 0:
-        return fh, 0
+        return 0
     fh.seek(start - 1)
     skipped = 0
     while True:
         chunk = fh.read(1 << 16)
         if not chunk:
-            return _RangeReader(fh, start - 1 + skipped, b""), start - 1 + skipped
+            break
         i = chunk.find(b"\n")
         if i >= 0:
             first = start - 1 + skipped + i + 1
-            return _RangeReader(fh, first, b""), first
+            fh.seek(first)
+            return first
         skipped += len(chunk)
+    first = start - 1 + skipped
+    fh.seek(first)
+    return first
 
 
-def _read_lines(stream, raw_stream, shard: Shard, pos: int, encoding: str, batch_lines: int, stats: ReadStats):
+def _read_lines(chunks, shard: Shard, pos: int, encoding: str, batch_lines: int, stats: ReadStats):
     f = shard.file
     end = shard.end
     line_no = 0 if shard.start == 0 else -1
@@ -235,12 +271,9 @@ def _read_lines(stream, raw_stream, shard: Shard, pos: int, encoding: str, batch
     done = False
     while not done:
         try:
-            chunk = stream.read(_CHUNK_BYTES)
-        except (zstandard.ZstdError, OSError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
-            off = raw_stream.tell() if hasattr(raw_stream, "tell") else -1
-            stats.errors.append(
-                {"file": f.uri, "offset": int(off), "error": f"corrupt {f.compression} data: {exc}"}
-            )
+            chunk = next(chunks, b"")
+        except _Corrupt as exc:
+            stats.errors.append({"file": f.uri, "offset": exc.offset, "error": str(exc)})
             chunk = b""
             leftover = b""  # a cut-off partial line is not a line
         if not chunk:

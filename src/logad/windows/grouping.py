@@ -28,9 +28,20 @@ __all__ = ["assign_windows", "build_windows", "session_ids"]
 _US = 1_000_000
 
 
-def session_ids(raw: pa.Array, fields: dict[str, pa.Array], grouping: SessionGrouping) -> pa.Array:
-    """The session id of each line (null where the line names none)."""
-    where = raw if grouping.id_field == "line" else fields[grouping.id_field]
+def session_ids(
+    raw: pa.Array, fields: dict[str, pa.Array], grouping: SessionGrouping, paths: pa.Array | None = None
+) -> pa.Array:
+    """The session id of each line (null where the line names none).
+
+    Args:
+        paths: each line's input file path; needed when ``id_field`` is 'path'.
+    """
+    if grouping.id_field == "path":
+        if paths is None:
+            raise ValueError("grouping.id_field=path needs the input path of each line")
+        where = paths
+    else:
+        where = raw if grouping.id_field == "line" else fields[grouping.id_field]
     return extract_first(where, grouping.id_regex)
 
 

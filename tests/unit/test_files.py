@@ -1,0 +1,99 @@
+"""Reading plain, gzip and zstd files; byte-range shards; bad bytes; corrupt streams."""
+
+from __future__ import annotations
+
+import gzip
+
+import pyarrow as pa
+import pytest
+import zstandard
+
+from logad.errors import DataError
+from logad.sources.files import list_inputs, plan_shards, read_shard
+
+
+def _read_all(paths, **kw):
+    files = list_inputs([str(p) for p in paths])
+    tables, stats = [], []
+    for shard in plan_shards(files, **kw):
+        for t, s in read_shard(shard):
+            tables.append(t)
+            stats.append(s)
+    table = pa.concat_tables(tables)
+    errors = [e for s in stats for e in s.errors]
+    return table, stats, errors
+
+
+@pytest.fixture
+def sample_text(hdfs_sample_lines) -> bytes:
+    return ("\n".join(hdfs_sample_lines[:5000]) + "\n").encode()
+
+
+def test_plain_gzip_zstd_give_the_same_lines(tmp_path, sample_text):
+    (tmp_path / "a.log").write_bytes(sample_text)
+    (tmp_path / "a.log.gz").write_bytes(gzip.compress(sample_text))
+    (tmp_path / "a.log.zst").write_bytes(zstandard.ZstdCompressor().compress(sample_text))
+    got = {}
+    for name in ("a.log", "a.log.gz", "a.log.zst"):
+        table, _, errors = _read_all([tmp_path / name])
+        assert not errors
+        got[name] = table.select(["offset", "line_no", "raw"]).to_pylist()
+    assert got["a.log"] == got["a.log.gz"] == got["a.log.zst"]
+    assert len(got["a.log"]) == 5000
+
+
+def test_byte_range_shards_cover_every_line_once(tmp_path, sample_text):
+    (tmp_path / "a.log").write_bytes(sample_text)
+    whole, _, _ = _read_all([tmp_path / "a.log"])
+    for shard_bytes in (1000, 4096, 65536, 100_003):
+        parts, _, _ = _read_all([tmp_path / "a.log"], shard_bytes=shard_bytes)
+        assert parts.num_rows == whole.num_rows
+        assert sorted(parts["offset"].to_pylist()) == whole["offset"].to_pylist()
+        assert sorted(zip(parts["offset"].to_pylist(), parts["raw"].to_pylist(), strict=True)) == list(
+            zip(whole["offset"].to_pylist(), whole["raw"].to_pylist(), strict=True)
+        )
+    assert len(plan_shards(list_inputs([str(tmp_path / "a.log")]), shard_bytes=4096)) > 10
+
+
+def test_undecodable_bytes_are_replaced_and_counted(tmp_path):
+    (tmp_path / "bad.log").write_bytes(b"good line\nbad \xff\xfe line\r\n\n  \nlast line without newline")
+    table, stats, _ = _read_all([tmp_path / "bad.log"])
+    assert table["raw"].to_pylist() == ["good line", "bad \ufffd\ufffd line", "last line without newline"]
+    assert sum(s.lines_with_replaced_bytes for s in stats) == 1
+    assert sum(s.empty_lines for s in stats) == 2
+    assert sum(s.lines_read for s in stats) == 5
+
+
+def test_corrupt_zstd_is_reported_with_offset_and_earlier_lines_kept(tmp_path, sample_text):
+    cctx = zstandard.ZstdCompressor()
+    # two frames: the second one is corrupted in the middle
+    first = cctx.compress(sample_text[:200_000])
+    second = bytearray(cctx.compress(sample_text[200_000:]))
+    mid = len(second) // 2
+    second[mid : mid + 64] = b"\x00" * 64
+    (tmp_path / "broken.log.zst").write_bytes(first + bytes(second))
+    table, _, errors = _read_all([tmp_path / "broken.log.zst"])
+    assert len(errors) == 1
+    err = errors[0]
+    assert err["file"].endswith("broken.log.zst") and "corrupt zstd" in err["error"]
+    assert len(first) <= err["offset"] <= len(first) + len(second)
+    assert table.num_rows >= sample_text[:200_000].count(b"\n")
+
+
+def test_corrupt_gzip_is_reported(tmp_path, sample_text):
+    data = bytearray(gzip.compress(sample_text))
+    data[len(data) // 2 : len(data) // 2 + 32] = b"\xff" * 32
+    (tmp_path / "broken.log.gz").write_bytes(bytes(data))
+    _, _, errors = _read_all([tmp_path / "broken.log.gz"])
+    assert len(errors) == 1 and "corrupt gzip" in errors[0]["error"]
+
+
+def test_folders_are_expanded_in_order_and_missing_inputs_refused(tmp_path):
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    (tmp_path / "d" / "b.log").write_text("b\n")
+    (tmp_path / "d" / "sub" / "a.log").write_text("a\n")
+    (tmp_path / "d" / ".hidden").write_text("h\n")
+    files = list_inputs([str(tmp_path / "d")])
+    assert [f.name for f in files] == ["b.log", "a.log"]
+    with pytest.raises(DataError, match="does not exist"):
+        list_inputs([str(tmp_path / "nope")])
