@@ -1,0 +1,137 @@
+"""Every registered method, on a tiny config, honours the Detector contract.
+
+A new method registers itself and adds its tiny config to ``TINY_CONFIGS``;
+the suite then checks it like every other.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from logad.errors import ConfigError, NotFittedError, UnknownNameError
+from logad.methods import Detector, available_methods, get_method, load_detector
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "hdfs_eventid"
+UNSEEN = 999
+
+TINY_CONFIGS: dict[str, dict] = {
+    "fastlogad": dict(
+        hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+        generator_hidden_size=16, generator_num_layers=1, generator_num_heads=2,
+        generator_intermediate_size=32, batch_size=32, warmup_epochs=1, epochs=6,
+        learning_rate=1e-3, hst_learning_rate=1e-2, device="cpu", show_progress=False, seed=0,
+    ),
+}
+METHODS = available_methods()
+
+
+def _frame(seqs: list[list[int]], label: int, prefix: str) -> pd.DataFrame:
+    start = pd.Timestamp("2008-11-09 20:00:00") + pd.to_timedelta(np.arange(len(seqs)), unit="s")
+    return pd.DataFrame({
+        "source": "hdfs", "window_id": [f"{prefix}{i}" for i in range(len(seqs))],
+        "start": start, "end": start + pd.Timedelta(seconds=5), "event_ids": seqs,
+        "lines": [[f"E{e}" for e in s] for s in seqs],
+        "label": pd.array([label] * len(seqs), dtype="Int8"),
+    })
+
+
+def _inject(seqs: list[list[int]]) -> list[list[int]]:
+    return [s[:2] + [UNSEEN, UNSEEN] + s[2:] for s in seqs]
+
+
+@pytest.fixture(scope="module")
+def data() -> dict[str, pd.DataFrame]:
+    normal = [[int(x) for x in line.split()] for line in (FIXTURE / "hdfs_train").read_text().splitlines()]
+    return {
+        "train": _frame(normal[:400], 0, "t"), "val": _frame(normal[400:450], 0, "v"),
+        "normal": _frame(normal[450:550], 0, "n"), "injected": _frame(_inject(normal[450:550]), 1, "i"),
+        "train_injected": _frame(_inject(normal[:100]), 1, "ti"),
+    }
+
+
+def _fit(name: str, data: dict[str, pd.DataFrame], **overrides) -> Detector:
+    cls = get_method(name)
+    det = cls(TINY_CONFIGS[name] | overrides)
+    train = data["train"]
+    if cls.supervised:  # supervised methods need labelled anomalies in training
+        train = pd.concat([train, data["train_injected"]], ignore_index=True)
+    det.fit(train, data["val"])
+    return det
+
+
+@pytest.fixture(scope="module", params=METHODS)
+def fitted(request, data) -> Detector:
+    return _fit(request.param, data)
+
+
+def test_every_method_has_a_tiny_config():
+    assert set(METHODS) <= set(TINY_CONFIGS), "add a tiny config for each new method"
+
+
+def test_registry_lookup():
+    for name in METHODS:
+        cls = get_method(name)
+        assert issubclass(cls, Detector) and cls.name == name and isinstance(cls.supervised, bool)
+    with pytest.raises(UnknownNameError, match="known: .*fastlogad"):
+        get_method("no-such-method")
+
+
+def test_score_shape_and_dtype(fitted, data):
+    scores = fitted.score(data["normal"])
+    assert isinstance(scores, np.ndarray) and scores.shape == (len(data["normal"]),)
+    assert scores.dtype == np.float64 and np.isfinite(scores).all()
+    arrow = pa.Table.from_pandas(data["normal"], preserve_index=False)
+    np.testing.assert_allclose(fitted.score(arrow), scores, rtol=1e-6)
+    assert isinstance(fitted.threshold, float) and np.isfinite(fitted.threshold)
+
+
+def test_injected_anomalies_outscore_normals(fitted, data):
+    normal, injected = fitted.score(data["normal"]), fitted.score(data["injected"])
+    assert np.median(injected) > np.median(normal)
+    assert (injected > fitted.threshold).mean() > (normal > fitted.threshold).mean() + 0.5
+
+
+def test_explain_one_per_window(fitted, data):
+    out = fitted.explain(data["injected"].iloc[:5])
+    assert len(out) == 5
+    assert [e.window_id for e in out] == list(data["injected"]["window_id"].iloc[:5])
+
+
+def test_save_load_identical_scores(fitted, data, tmp_path):
+    fitted.save(tmp_path / "model")
+    assert (tmp_path / "model" / "config.json").is_file()
+    assert not any(p.suffix in {".pkl", ".pickle", ".pt", ".bin"} for p in (tmp_path / "model").iterdir())
+    loaded = load_detector(tmp_path / "model")
+    assert type(loaded) is type(fitted) and loaded.threshold == fitted.threshold
+    np.testing.assert_array_equal(loaded.score(data["injected"]), fitted.score(data["injected"]))
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_fixed_seed_same_scores(name, data):
+    a = _fit(name, data, epochs=1)
+    b = _fit(name, data, epochs=1)
+    np.testing.assert_array_equal(a.score(data["normal"]), b.score(data["normal"]))
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_unfitted_raises(name, data):
+    det = get_method(name)(TINY_CONFIGS[name])
+    with pytest.raises(NotFittedError, match="fit"):
+        det.score(data["normal"])
+    with pytest.raises(NotFittedError):
+        _ = det.threshold
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_unknown_config_keys_rejected(name):
+    cls = get_method(name)
+    with pytest.raises(ConfigError, match="not_a_real_key"):
+        cls(TINY_CONFIGS[name] | {"not_a_real_key": 1})
+    for field_name, field in cls.config_class.model_fields.items():
+        assert field.description, f"{name}.{field_name} needs a description"
+        assert not field.is_required(), f"{name}.{field_name} needs a default"
