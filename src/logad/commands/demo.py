@@ -71,9 +71,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train_and_evaluate(args: argparse.Namespace, out: Path) -> int:
-    try:
-        from logad.commands import demo_train
-    except ModuleNotFoundError:
-        print("\n(no detector is built into this version yet: demo stops after ingest)")
-        return 0
-    return demo_train.run(args, out)
+    """Train a small FastLogAD on the ingested sample and evaluate it, through the CLI."""
+    from logad.cli import main
+
+    model, report = out / "model", out / "report"
+    epochs = str(args.epochs or 3)
+    print(f"\n== 2/3 train: a small FastLogAD, chronological split, {epochs} epoch(s) (CPU is fine)")
+    rc = main(["train", "--method", "fastlogad", "--windows", str(out / "windows"), "--output", str(model),
+               "--protocol", "chronological", "--epochs", epochs, "--seed", "0", "--no-progress"])
+    if rc:
+        return rc
+    print(f"\n== 3/3 evaluate: the chronological test split at the label-free threshold → {report}")
+    rc = main(["evaluate", str(model), "--windows", str(out / "windows"), "--protocol", "chronological",
+               "--seed", "0", "--report", str(report)])
+    if rc == 0:
+        print(f"\ndone: windows in {out / 'windows'}, model in {model}, report in {report}/report.md")
+    return rc

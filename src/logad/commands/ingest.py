@@ -30,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--shard-mb", type=int, default=64, help="byte-range size for splitting big plain files")
     p.add_argument("--partitions", type=int, default=None, help="shuffle partitions (default: from CPUs and size)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default: all)")
     p.add_argument("--no-progress", action="store_true", help="hide Ray Data progress bars")
     p.set_defaults(func=run)
 
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     templates = args.templates
     if templates and not templates.endswith(".json"):
         templates = templates.rstrip("/") + "/templates.json"
-    init_ray(args.address, progress=not args.no_progress)
+    init_ray(args.address, args.num_cpus, progress=not args.no_progress)
     from logad.pipelines.ingest import run_ingest, summary_lines
 
     summary = run_ingest(

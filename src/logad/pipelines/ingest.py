@@ -1,15 +1,23 @@
 """The Ray Data ingest pipeline: read → split → mask → mine → match → group → Parquet.
 
-Two passes over the input, both streaming:
+The raw input is read and parsed once, streaming, in two stages:
 
-1. **Mine** (skipped with a frozen store): every worker splits headers and
-   masks its lines, then sends up only the distinct masked messages with their
-   first position. One actor feeds them to Drain3 in input order and freezes
-   the store. Distinct messages are few, so this pass costs about one read.
-2. **Match and group**: actors that hold the frozen store (loaded once each)
-   match every line to a template id, assign lines to windows, and a keyed
-   hash shuffle brings each window's lines together; a vectorised Arrow
-   group-by per partition writes the windows table.
+1. **Parse** (a fixed pool of stateful actors, one per CPU): read the
+   shards, split headers, mask variables, find session ids, and stage the
+   lines as Parquet next to the output. Without a frozen store, each batch
+   also sends its distinct masked messages (with first position and count)
+   to a collector; one actor then feeds them to Drain3 in input order and
+   freezes the store. That is exactly what Drain3 would have built from the
+   whole stream, at the cost of one pass over distinct messages. With a
+   frozen store (``--templates``), the actors load it once each and match
+   every line right there.
+2. **Match and group** (tasks): template ids for the staged lines (the store
+   cached once per worker process), window assignment, a keyed hash shuffle
+   that brings each window's lines together, and a vectorised Arrow
+   group-by per partition that writes the windows table.
+
+Everything after the staging write runs as tasks: an actor pool upstream of
+Ray Data's hash shuffle can hold every CPU the shuffle needs and deadlock it.
 
 Nothing is dropped silently: every read, malformed, unknown or ungrouped line
 is counted in the run summary.
@@ -129,103 +137,143 @@ def _make_reader(shard: Shard, encoding: str, batch_lines: int, counter) -> Call
     return read
 
 
-class _Uniques:
-    """Pass 1: the distinct masked messages of a batch with their first position."""
+class _Collector:
+    """Gathers the distinct masked messages of the mining pass, with first position and count."""
 
-    def __init__(self, config: SourceConfig, parsing_dict: dict) -> None:
-        from logad.sources.config import ParsingConfig
+    def __init__(self) -> None:
+        self.first: dict[str, int] = {}
+        self.count: dict[str, int] = {}
 
-        self.splitter = LineSplitter(config)
-        self.parsing = ParsingConfig.model_validate(parsing_dict)
+    def add(self, masked: list[str], first: list[int], count: list[int]) -> None:
+        f, c = self.first, self.count
+        for m, k, n in zip(masked, first, count, strict=True):
+            if m in f:
+                c[m] += n
+                if k < f[m]:
+                    f[m] = k
+            else:
+                f[m], c[m] = k, n
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        content = self.splitter.split(batch["raw"].combine_chunks()).content
-        masked = mask_contents(content, self.parsing)
-        key = pc.add(
-            pc.shift_left(batch["file_idx"].cast(pa.int64()), pa.scalar(_KEY_SHIFT, pa.int64())), batch["offset"]
-        )
-        t = pa.table({"masked": masked, "key": key})
-        g = t.group_by("masked", use_threads=False).aggregate([("key", "min"), ("key", "count")])
-        return g.rename_columns(["masked", "first", "count"])
+    def ordered(self) -> tuple[list[str], list[int]]:
+        """Distinct messages in input order (the order Drain3 would have seen them)."""
+        ms = sorted(self.first, key=self.first.__getitem__)
+        return ms, [self.count[m] for m in ms]
+
+
+_CollectorActor = ray.remote(num_cpus=0)(_Collector)
 
 
 @ray.remote(num_cpus=1)
 class _MinerActor:
     """Drain3 is stateful and not safe to share: mining happens here, once."""
 
-    def mine(self, parsing_dict: dict, masked: list[str], counts: list[int]) -> dict:
+    def mine(self, parsing_dict: dict, collector) -> dict:
         from logad.sources.config import ParsingConfig
 
+        masked, counts = ray.get(collector.ordered.remote())
         miner = TemplateMiner(ParsingConfig.model_validate(parsing_dict))
         miner.add(masked, counts)
         return miner.freeze().to_dict()
 
 
-class _LineParser:
-    """Pass 2: split, mask, match and assign windows (store loaded once per actor)."""
+class _ParseLines:
+    """Stage 1, one actor per CPU: split headers, mask, find session ids, stage the lines.
 
-    def __init__(self, config: SourceConfig, store: dict, file_names: list[str], file_uris: list[str], counter) -> None:
+    With a frozen ``store`` the lines are matched here (the store is loaded
+    once per actor). Without one, the masked message is staged for the match
+    stage and each batch's distinct messages go to the collector for mining.
+    """
+
+    def __init__(self, config: SourceConfig, store: dict | None, file_uris: list[str],
+                 counter, collector=None) -> None:
         self.config = config
-        self.file_uris = pa.array(file_uris, pa.string())
         self.splitter = LineSplitter(config)
-        self.store = TemplateStore.from_dict(store)
-        self.file_names = file_names
-        self.counter = counter
+        self.store = TemplateStore.from_dict(store) if store is not None else None
+        self.file_uris = pa.array(file_uris, pa.string())
+        self.counter, self.collector = counter, collector
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         raw = batch["raw"].combine_chunks()
         sl = self.splitter.split(raw)
-        ids = self.store.match_contents(sl.content)
-        lines = pa.table(
-            {
-                "ts": sl.ts,
-                "file_idx": batch["file_idx"],
-                "offset": batch["offset"],
-                "line_no": batch["line_no"],
-                "event_id": pa.array(ids, pa.int64()),
-                "raw": raw,
-                "line_label": sl.line_label,
-            }
-        )
+        masked = mask_contents(sl.content, self.config.parsing)
         g = self.config.grouping
-        sessions = None
+        lines = {
+            "ts": sl.ts, "file_idx": batch["file_idx"], "offset": batch["offset"],
+            "line_no": batch["line_no"], "raw": raw, "line_label": sl.line_label,
+        }
         if isinstance(g, SessionGrouping):
             paths = self.file_uris.take(batch["file_idx"].combine_chunks()) if g.id_field == "path" else None
-            sessions = session_ids(raw, sl.fields, g, paths)
-        out = assign_windows(lines, g, file_names=self.file_names, sessions=sessions)
-        if isinstance(g, SessionGrouping):
-            grouped = int(pc.sum(pc.is_valid(sessions)).as_py() or 0)
+            lines["session"] = session_ids(raw, sl.fields, g, paths)
+            grouped = pc.is_valid(lines["session"])
         elif isinstance(g, FixedGrouping):
-            grouped = len(raw)
+            grouped = pa.array(np.ones(len(raw), dtype=bool))
         else:
-            grouped = int(pc.sum(pc.is_valid(sl.ts)).as_py() or 0)
+            grouped = pc.is_valid(sl.ts)
         counts = {
             "lines_parsed": len(raw),
             "lines_malformed": int((~sl.header_ok).sum()),
             "lines_bad_timestamp": sl.num_bad_time,
-            "lines_unknown_template": int((ids == UNKNOWN_ID).sum()),
-            "lines_without_window": len(raw) - grouped,
+            "lines_without_window": len(raw) - int(pc.sum(grouped).as_py() or 0),
         }
-        ray.get(self.counter.add.remote(counts))
-        return out.drop_columns(["line_no"])
+        calls = []
+        if self.store is None:
+            key = pc.add(pc.shift_left(batch["file_idx"].cast(pa.int64()), pa.scalar(_KEY_SHIFT, pa.int64())),
+                         batch["offset"])
+            u = pa.table({"m": masked, "k": key}).group_by("m", use_threads=False).aggregate(
+                [("k", "min"), ("k", "count")]
+            )
+            calls.append(self.collector.add.remote(u["m"].to_pylist(), u["k_min"].to_pylist(), u["k_count"].to_pylist()))
+            lines["masked"] = masked
+            rows = pa.table(lines).filter(grouped)
+        else:
+            lines["event_id"] = pa.array(self.store.match(masked), pa.int64())
+            rows = pa.table(lines).filter(grouped)
+            counts["lines_unknown_template"] = int(pc.sum(pc.equal(rows["event_id"], UNKNOWN_ID)).as_py() or 0)
+        calls.append(self.counter.add.remote(counts))
+        ray.get(calls)
+        return rows
 
 
-class _GroupWindows:
-    def __init__(self, source: str, label_ref, counter) -> None:
-        self.source = source
-        self.labels = ray.get(label_ref[0]) if label_ref else None
-        self.counter = counter
+_STORE_CACHE: dict[str, TemplateStore] = {}
 
-    def __call__(self, rows: pa.Table) -> pa.Table:
-        w = build_windows(rows, self.source, self.labels)
-        lab = w["label"]
-        anomalous = int(pc.sum(pc.equal(lab, 1)).as_py() or 0)
-        normal = int(pc.sum(pc.equal(lab, 0)).as_py() or 0)
-        ray.get(self.counter.add.remote({
-            "windows": w.num_rows, "windows_anomalous": anomalous, "windows_normal": normal,
-            "windows_unlabelled": w.num_rows - anomalous - normal,
-        }))
-        return w
+
+def _match_and_assign(rows: pa.Table, store_ref: list | None, grouping, file_names: list[str], counter) -> pa.Table:
+    """Stage 2 (a task): template ids for staged lines if needed, then window ids."""
+    if "masked" in rows.column_names:
+        key = store_ref[0].hex()
+        if key not in _STORE_CACHE:  # once per worker process, not per block
+            _STORE_CACHE.clear()
+            _STORE_CACHE[key] = TemplateStore.from_dict(ray.get(store_ref[0]))
+        ids = _STORE_CACHE[key].match(rows["masked"].combine_chunks())
+        rows = rows.drop_columns(["masked"]).append_column("event_id", pa.array(ids, pa.int64()))
+        ray.get(counter.add.remote({"lines_unknown_template": int((ids == UNKNOWN_ID).sum())}))
+    sessions = rows["session"].combine_chunks() if "session" in rows.column_names else None
+    keep = [c for c in ("ts", "file_idx", "offset", "line_no", "event_id", "raw", "line_label") if c in rows.column_names]
+    out = assign_windows(rows.select(keep), grouping, file_names=file_names, sessions=sessions)
+    return out.drop_columns(["line_no"])
+
+
+_LABEL_CACHE: dict[str, dict] = {}
+
+
+def _group_windows(rows: pa.Table, source: str, label_ref: list | None, counter) -> pa.Table:
+    """Build windows from one shuffle partition (a task: it holds no CPU between blocks)."""
+    labels = None
+    if label_ref:
+        key = label_ref[0].hex()
+        if key not in _LABEL_CACHE:  # once per worker process, not per block
+            _LABEL_CACHE.clear()
+            _LABEL_CACHE[key] = ray.get(label_ref[0])
+        labels = _LABEL_CACHE[key]
+    w = build_windows(rows, source, labels)
+    lab = w["label"]
+    anomalous = int(pc.sum(pc.equal(lab, 1)).as_py() or 0)
+    normal = int(pc.sum(pc.equal(lab, 0)).as_py() or 0)
+    ray.get(counter.add.remote({
+        "windows": w.num_rows, "windows_anomalous": anomalous, "windows_normal": normal,
+        "windows_unlabelled": w.num_rows - anomalous - normal,
+    }))
+    return w
 
 
 def load_label_file(path: str, config: SourceConfig) -> dict[str, int]:
@@ -263,36 +311,6 @@ def _join(base: str, name: str) -> str:
     return base.rstrip("/") + "/" + name
 
 
-def mine_templates(config: SourceConfig, shards: list[Shard], *, batch_lines: int, concurrency: int) -> TemplateStore:
-    """Pass 1: distinct masked messages from every worker → Drain3 on one actor."""
-    ds = ray.data.read_datasource(
-        LogLinesDatasource(shards, encoding=config.encoding, batch_lines=batch_lines), override_num_blocks=len(shards)
-    ).map_batches(
-        _Uniques,
-        fn_constructor_kwargs={"config": config, "parsing_dict": config.parsing.model_dump()},
-        batch_format="pyarrow",
-        batch_size=None,
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=concurrency),
-    )
-    first: dict[str, int] = {}
-    count: dict[str, int] = {}
-    for b in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-        for m, f, c in zip(b["masked"].to_pylist(), b["first"].to_pylist(), b["count"].to_pylist(), strict=True):
-            if m is None:
-                continue
-            if m in first:
-                count[m] += c
-                if f < first[m]:
-                    first[m] = f
-            else:
-                first[m], count[m] = f, c
-    ordered = sorted(first, key=first.__getitem__)
-    miner = _MinerActor.remote()
-    store = ray.get(miner.mine.remote(config.parsing.model_dump(), ordered, [count[m] for m in ordered]))
-    ray.kill(miner)
-    return TemplateStore.from_dict(store)
-
-
 def run_ingest(
     config: SourceConfig,
     inputs: list[str],
@@ -315,10 +333,11 @@ def run_ingest(
     Args:
         config: the source config.
         inputs: files, folders or URIs (plain, .gz, .zst).
-        output: a local folder or a pyarrow filesystem URI.
+        output: a local folder or a pyarrow filesystem URI (shared storage on a
+            multi-node cluster: workers write there).
         labels: a label file overriding the config's.
-        templates: a frozen template store (templates.json or its folder) to
-            match against instead of mining one.
+        templates: a frozen template store (templates.json) to match against
+            instead of mining one.
     """
     t0 = time.perf_counter()
     files = list_inputs(inputs)
@@ -336,48 +355,64 @@ def run_ingest(
     log(f"ingest {config.name}: {len(files)} file(s), {sum(f.size for f in files):,} bytes, "
         f"{len(shards)} shard(s) on {cpus} CPU(s)")
 
+    counter = _Counter.remote()
+    names = [_display_name(f, files) for f in files]
+    lines = ray.data.read_datasource(
+        LogLinesDatasource(shards, encoding=config.encoding, batch_lines=batch_lines, counter=counter),
+        override_num_blocks=len(shards),
+    )
+    # Stage 1: parse every line once (stateful actors) and stage the result.
+    staging = _join(output, "_staging")
+    _clear_dir(staging)
+    t = time.perf_counter()
+    collector = _CollectorActor.remote() if store is None else None
+    lines.map_batches(
+        _ParseLines,
+        fn_constructor_kwargs={
+            "config": config, "store": None if store is None else store.to_dict(),
+            "file_uris": [f.uri for f in files], "counter": counter, "collector": collector,
+        },
+        batch_format="pyarrow", batch_size=None, compute=ray.data.ActorPoolStrategy(size=cpus),
+    ).write_parquet(staging)
+    summary.seconds["parse"] = round(time.perf_counter() - t, 3)
     if store is None:
         t = time.perf_counter()
-        store = mine_templates(config, shards, batch_lines=batch_lines, concurrency=cpus)
+        miner = _MinerActor.remote()
+        store = TemplateStore.from_dict(ray.get(miner.mine.remote(config.parsing.model_dump(), collector)))
+        for actor in (miner, collector):
+            ray.kill(actor)
         summary.seconds["mine"] = round(time.perf_counter() - t, 3)
-        log(f"mined {len(store)} templates in {summary.seconds['mine']:.1f}s")
+        log(f"mined {len(store)} templates in {summary.seconds['mine']:.1f}s on one actor")
     else:
-        log(f"matching against the frozen store {templates} ({len(store)} templates)")
+        log(f"matched against the frozen store {templates} ({len(store)} templates)")
     summary.templates = len(store)
 
+    # Stage 2 (tasks, so nothing holds a CPU the shuffle needs): match, assign, group, write.
     t = time.perf_counter()
-    counter = _Counter.remote()
     label_ref = [ray.put(label_map)] if label_map is not None else None
     parts = num_partitions or max(cpus, math.ceil(sum(f.size for f in files) / (128 << 20)))
-    ds = (
-        ray.data.read_datasource(
-            LogLinesDatasource(shards, encoding=config.encoding, batch_lines=batch_lines, counter=counter),
-            override_num_blocks=len(shards),
-        )
+    windows = (
+        ray.data.read_parquet(staging)
         .map_batches(
-            _LineParser,
-            fn_constructor_kwargs={
-                "config": config, "store": store.to_dict(),
-                "file_names": [_display_name(f, files) for f in files],
-                "file_uris": [f.uri for f in files], "counter": counter,
-            },
-            batch_format="pyarrow",
-            batch_size=None,
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cpus),
+            _match_and_assign,
+            fn_kwargs={"store_ref": [ray.put(store.to_dict())], "grouping": config.grouping,
+                       "file_names": names, "counter": counter},
+            batch_format="pyarrow", batch_size=None,
         )
         .repartition(parts, keys=["window_id"])
         .map_batches(
-            _GroupWindows,
-            fn_constructor_kwargs={"source": config.name, "label_ref": label_ref, "counter": counter},
-            batch_format="pyarrow",
-            batch_size=None,
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cpus),
+            _group_windows,
+            fn_kwargs={"source": config.name, "label_ref": label_ref, "counter": counter},
+            batch_format="pyarrow", batch_size=None,
         )
     )
     windows_dir = _join(output, "windows")
-    _clear_windows(windows_dir)
-    ds.write_parquet(windows_dir)
+    _clear_dir(windows_dir)
+    windows.write_parquet(windows_dir)
+    _clear_dir(staging)
     summary.seconds["match_group_write"] = round(time.perf_counter() - t, 3)
+    # (a fixed actor pool above: an autoscaling one starts with one actor and
+    # grows too late to matter for a pass of seconds to minutes)
 
     counts, errors = ray.get(counter.get.remote())
     ray.kill(counter)
@@ -398,8 +433,8 @@ def _display_name(f: InputFile, files: list[InputFile]) -> str:
     return f.name if names.count(f.name) == 1 else f.uri
 
 
-def _clear_windows(uri: str) -> None:
-    """Remove a previous run's windows so stale Parquet files never mix in."""
+def _clear_dir(uri: str) -> None:
+    """Remove a previous run's folder so stale Parquet files never mix in."""
     fs, p = resolve_fs(uri)
     info = fs.get_file_info(p)
     if info.type == pa.fs.FileType.Directory:
@@ -428,5 +463,3 @@ def summary_lines(s: IngestSummary) -> list[str]:
         out.append(f"  ERROR {e['file']} at byte {e['offset']}: {e['error']}")
     return out
 
-
-_ = np  # numpy is used by callers through this module's types

@@ -280,7 +280,6 @@ def _read_lines(chunks, shard: Shard, pos: int, encoding: str, batch_lines: int,
             parts = [leftover] if leftover else []
             done = True
         else:
-            stats.bytes_read += len(chunk)
             parts = (leftover + chunk).split(b"\n")
             leftover = parts.pop()
         if not parts:
@@ -290,8 +289,9 @@ def _read_lines(chunks, shard: Shard, pos: int, encoding: str, batch_lines: int,
         pos += int(lens.sum())
         if end is not None and offs[-1] >= end:
             keep = int(np.searchsorted(offs, end, side="left"))
-            parts, offs = parts[:keep], offs[:keep]
+            parts, offs, lens = parts[:keep], offs[:keep], lens[:keep]
             done = True
+        stats.bytes_read += int(lens.sum())  # the bytes of this shard's own lines
         pending.extend(parts)
         pending_off.append(offs)
         while len(pending) >= batch_lines:

@@ -60,7 +60,7 @@ def extract_first(values: pa.Array, pattern: str, *, re2: bool | None = None) ->
 class SplitLines:
     """The result of splitting a batch of raw lines."""
 
-    fields: dict[str, pa.Array]      # header fields (null where the header did not match)
+    fields: dict[str, pa.Array]      # header fields ("" where the header did not match)
     content: pa.Array                # the message; the whole line where the header did not match
     header_ok: np.ndarray            # bool per line
     ts: pa.Array                     # timestamp[us], null where missing or unreadable
@@ -77,6 +77,7 @@ class LineSplitter:
         self.names = config.format.field_names()
         self._re2 = _re2_ok(self.pattern)
         self._rx = re.compile(self.pattern)
+        self._arrow_time: bool | None = None  # unknown until the first batch
 
     def split(self, raw: pa.Array) -> SplitLines:
         raw = raw.cast(pa.string())
@@ -84,12 +85,8 @@ class LineSplitter:
         if self._re2:
             s = pc.extract_regex(raw, self.pattern)
             ok = s.is_valid().to_numpy(zero_copy_only=False)
-            valid = pa.array(ok)
-            null = pa.scalar(None, pa.string())
-            fields = {
-                name: pc.if_else(valid, pc.struct_field(s, [i]), null)
-                for i, name in enumerate(self.names)
-            }
+            # where the header did not match, the fields are "" (callers mask with header_ok)
+            fields = {name: pc.struct_field(s, [i]) for i, name in enumerate(self.names)}
         else:
             cols: dict[str, list[str | None]] = {k: [None] * n for k in self.names}
             ok = np.zeros(n, dtype=bool)
@@ -111,17 +108,34 @@ class LineSplitter:
             return pa.nulls(n, pa.timestamp("us")), 0
         parts = [fields[f] for f in tcfg.fields]
         joined = parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, " ")
-        s = pd.Series(joined.to_pandas(), dtype=object)
         if tcfg.format in ("epoch_s", "epoch_ms"):
-            num = pd.to_numeric(s, errors="coerce")
+            num = pd.to_numeric(pd.Series(joined.to_pandas(), dtype=object), errors="coerce")
             t = pd.to_datetime(num, unit="s" if tcfg.format == "epoch_s" else "ms", errors="coerce")
+            out = pa.array(t.astype("datetime64[us]"), type=pa.timestamp("us"), from_pandas=True)
         else:
-            t = pd.to_datetime(s, format=tcfg.format, errors="coerce")
+            out = self._strptime(joined, ok)
         if tcfg.default_year is not None and "%Y" not in tcfg.format and "%y" not in tcfg.format:
-            t = t + pd.DateOffset(years=tcfg.default_year - 1900)
-        t = t.astype("datetime64[us]")
-        bad = int((t.isna().to_numpy() & ok).sum())
-        return pa.array(t, type=pa.timestamp("us"), from_pandas=True), bad
+            t = pd.Series(out.to_pandas()) + pd.DateOffset(years=tcfg.default_year - 1900)
+            out = pa.array(t.astype("datetime64[us]"), type=pa.timestamp("us"), from_pandas=True)
+        bad = int((~out.is_valid().to_numpy(zero_copy_only=False) & ok).sum())
+        return out, bad
+
+    def _strptime(self, joined: pa.Array, ok: np.ndarray) -> pa.Array:
+        """Arrow's C++ strptime where it can read the format; pandas for the rest."""
+        fmt = self.config.timestamp.format
+        if self._arrow_time is not False:
+            try:
+                out = pc.strptime(joined, format=fmt, unit="us", error_is_null=True)
+                missed = ~out.is_valid().to_numpy(zero_copy_only=False) & ok
+                if not missed.any():
+                    self._arrow_time = True
+                    return out
+                if self._arrow_time is None and missed.sum() == ok.sum():
+                    self._arrow_time = False  # arrow cannot read this format at all
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                self._arrow_time = False
+        t = pd.to_datetime(pd.Series(joined.to_pandas(), dtype=object), format=fmt, errors="coerce")
+        return pa.array(t.astype("datetime64[us]"), type=pa.timestamp("us"), from_pandas=True)
 
     def _labels(self, fields: dict[str, pa.Array], ok: np.ndarray, n: int) -> pa.Array:
         lcfg = self.config.labels
