@@ -13,8 +13,13 @@ dropped from validation and test, where they cannot be scored honestly.
   ``val_fraction`` of the training part, in time order.
 * ``fastlogad`` (the paper's, after LogBERT): the first ``num_train`` normal
   windows in time order (an int, or a fraction of the normal windows if < 1)
-  train, a seeded random ``val_fraction`` of them is held out for validation,
-  and the remaining normal windows plus every anomaly are the test set.
+  train, ``val_fraction`` of them is held out for validation, and the
+  remaining normal windows plus every anomaly are the test set. Validation is
+  the *last* ``val_fraction`` in time by default (``val_order="time"``): a
+  random holdout from the training period is mostly exact duplicates of
+  training windows, so it underestimates how later normal windows score and
+  a quantile threshold taken on it is too tight; ``val_order="random"`` takes
+  a seeded random holdout instead.
 * ``random-session``: a seeded shuffle of sessions into train/val/test by
   fraction, for independent sessions (HDFS blocks) only.
 """
@@ -218,9 +223,12 @@ def fastlogad(
     seed: int = 0,
     num_train: float = 4855,
     val_fraction: float = 0.1,
+    val_order: str = "time",
 ) -> Split:
     """The paper's protocol: first ``num_train`` normals train (10% validate), the rest test."""
     _fraction("val_fraction", val_fraction)
+    if val_order not in ("time", "random"):
+        raise ConfigError(f"split parameter val_order must be 'time' or 'random'; got {val_order!r}")
     df = _time_order(windows)
     labels = _labels(df)
     if labels.isna().all():
@@ -234,14 +242,16 @@ def fastlogad(
             f"num_train={num_train} needs more than the {len(normal_idx)} normal windows available "
             "to leave normal windows for testing; lower num_train")
     train_idx = normal_idx[:n]
-    rng = np.random.default_rng(seed)
     n_val = max(1, int(round(val_fraction * n)))
     val_pick = np.zeros(n, dtype=bool)
-    val_pick[rng.choice(n, size=n_val, replace=False)] = True
+    if val_order == "time":
+        val_pick[n - n_val :] = True
+    else:
+        val_pick[np.random.default_rng(seed).choice(n, size=n_val, replace=False)] = True
     in_train = np.zeros(len(df), dtype=bool)
     in_train[train_idx] = True
     test_mask = ~in_train & labels.notna().to_numpy()
-    description = {"num_train_param": num_train, "val_fraction": val_fraction,
+    description = {"num_train_param": num_train, "val_fraction": val_fraction, "val_order": val_order,
                    "num_dropped_unlabelled_test": int((~in_train & labels.isna().to_numpy()).sum())}
     return Split(
         df.iloc[train_idx[~val_pick]].reset_index(drop=True),

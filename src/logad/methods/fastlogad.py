@@ -122,6 +122,11 @@ class FastLogADConfig(BaseModel):
     hst_lambda: float = Field(1.0, gt=0.0, description="lambda of the HST pseudo-anomaly term")
     threshold_quantile: float = Field(
         0.99, gt=0.0, le=1.0, description="threshold = this quantile of normal validation scores")
+    threshold_min: float = Field(
+        0.0, ge=0.0, description="floor for the stored threshold. HST is a BCE with "
+        "P(anomalous) = 1 - exp(-score), so ln 2 = 0.693 is the classifier's own p = 0.5 "
+        "boundary; a floor guards against a validation cluster collapsed near 0, where a "
+        "quantile sits inside noise. 0 = the paper's plain quantile")
     explain_head_epochs: int = Field(
         1, ge=0, description="epochs re-fitting the RTD head on the frozen final encoder")
     explain_min_probability: float = Field(
@@ -491,7 +496,7 @@ class FastLogAD(Detector):
         self.discriminator = disc
         self._threshold = 0.0  # marks fitted so score() runs; replaced just below
         val_scores = self.score(val)
-        self._threshold = float(np.quantile(val_scores, c.threshold_quantile))
+        self._threshold = max(float(np.quantile(val_scores, c.threshold_quantile)), c.threshold_min)
         report.threshold = self._threshold
         report.train_time_s = time.perf_counter() - t0
         report.extra = {
@@ -631,7 +636,8 @@ class FastLogAD(Detector):
         (out / VOCAB_FILE).write_text(json.dumps(self.vocab.to_json()) + "\n")
         state = {
             "threshold": self._threshold,
-            "threshold_strategy": f"label-free: {self.config.threshold_quantile} quantile of normal validation scores",
+            "threshold_strategy": f"label-free: {self.config.threshold_quantile} quantile of normal "
+            f"validation scores, floored at {self.config.threshold_min}",
             "fit_report": self.fit_report.to_dict() if self.fit_report else None,
         }
         (out / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
