@@ -95,8 +95,13 @@ def test_fastlogad_protocol():
     assert len(s.val) == 40 and len(s.train) == 360
     assert s.description["num_test_anomalous"] == 100  # every anomaly is tested
     assert len(s.test) == 700 - 400
-    again = split_windows(w, "fastlogad", num_train=400, seed=1)
-    assert list(again.val["window_id"]) == list(s.val["window_id"])
+    # validation is the last 10% of the training normals in time (default) ...
+    assert s.val["start"].min() > s.train["start"].max()
+    # ... or a seeded random 10%
+    r1 = split_windows(w, "fastlogad", num_train=400, seed=1, val_order="random")
+    r2 = split_windows(w, "fastlogad", num_train=400, seed=1, val_order="random")
+    assert list(r1.val["window_id"]) == list(r2.val["window_id"]) != list(s.val["window_id"])
+    assert set(r1.train["window_id"]) | set(r1.val["window_id"]) == first
     frac = split_windows(w, "fastlogad", num_train=0.5)
     assert len(frac.train) + len(frac.val) == 300
     with pytest.raises(DataError, match="num_train"):

@@ -219,3 +219,9 @@ def test_unfitted_raises(data):
                  lambda: det.threshold, lambda: det.save("/tmp/never")):
         with pytest.raises(NotFittedError, match=r"call fit\(\) or Detector.load"):
             call()
+
+
+def test_threshold_floor(data):
+    det = FastLogAD(TINY | {"warmup_epochs": 0, "epochs": 1, "threshold_min": 50.0})
+    det.fit(data["train"], data["val"])
+    assert det.threshold == 50.0
