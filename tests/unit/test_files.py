@@ -80,6 +80,24 @@ def test_corrupt_zstd_is_reported_with_offset_and_earlier_lines_kept(tmp_path, s
     assert table.num_rows >= sample_text[:200_000].count(b"\n")
 
 
+@pytest.mark.parametrize("where", [0.25, 0.5, 0.9])
+def test_corrupt_zstd_never_hangs_wherever_the_damage_is(tmp_path, sample_text, where):
+    data = bytearray(zstandard.ZstdCompressor().compress(sample_text))
+    k = int(len(data) * where)
+    data[k : k + 40] = b"\x00" * 40
+    (tmp_path / "b.log.zst").write_bytes(bytes(data))
+    _, _, errors = _read_all([tmp_path / "b.log.zst"])
+    assert len(errors) == 1 and "corrupt zstd" in errors[0]["error"]
+
+
+def test_truncated_zstd_is_reported(tmp_path, sample_text):
+    data = zstandard.ZstdCompressor().compress(sample_text)
+    (tmp_path / "t.log.zst").write_bytes(data[: len(data) // 2])
+    table, _, errors = _read_all([tmp_path / "t.log.zst"])
+    assert len(errors) == 1 and "ends in the middle" in errors[0]["error"]
+    assert table.num_rows > 0
+
+
 def test_corrupt_gzip_is_reported(tmp_path, sample_text):
     data = bytearray(gzip.compress(sample_text))
     data[len(data) // 2 : len(data) // 2 + 32] = b"\xff" * 32

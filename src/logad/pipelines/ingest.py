@@ -118,21 +118,47 @@ class LogLinesDatasource(Datasource):
 
     def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context=None) -> list[ReadTask]:
         tasks = []
-        for shard in self.shards:
-            size = (shard.end or shard.file.size) - shard.start
-            meta = BlockMetadata(num_rows=None, size_bytes=int(size), input_files=[shard.file.uri], exec_stats=None)
-            tasks.append(ReadTask(_make_reader(shard, self.encoding, self.batch_lines, self.counter), meta))
+        for group in _pack(self.shards, parallelism):
+            size = sum((s.end or s.file.size) - s.start for s in group)
+            meta = BlockMetadata(num_rows=None, size_bytes=int(size),
+                                 input_files=sorted({s.file.uri for s in group}), exec_stats=None)
+            tasks.append(ReadTask(_make_reader(group, self.encoding, self.batch_lines, self.counter), meta))
         return tasks
 
 
-def _make_reader(shard: Shard, encoding: str, batch_lines: int, counter) -> Callable:
+def _pack(shards: list[Shard], parallelism: int) -> list[list[Shard]]:
+    """Group small shards (many small files) so one read task reads several.
+
+    Aims at ``parallelism`` tasks at least, and never packs more than about
+    16 MiB into one task, so a folder of thousands of small logs costs tens
+    of tasks, not thousands.
+    """
+    total = sum((s.end or s.file.size) - s.start for s in shards)
+    target = max(1, min(16 << 20, total // max(1, parallelism)))
+    groups: list[list[Shard]] = []
+    cur: list[Shard] = []
+    cur_size = 0
+    for s in shards:
+        size = (s.end or s.file.size) - s.start
+        if cur and cur_size + size > target:
+            groups.append(cur)
+            cur, cur_size = [], 0
+        cur.append(s)
+        cur_size += size
+    if cur:
+        groups.append(cur)
+    return groups
+
+
+def _make_reader(shards: list[Shard], encoding: str, batch_lines: int, counter) -> Callable:
     def read():
-        for table, stats in read_shard(shard, encoding=encoding, batch_lines=batch_lines):
-            if counter is not None:
-                d = stats.to_dict()
-                errors = d.pop("errors")
-                ray.get(counter.add.remote(d, errors))
-            yield table
+        for shard in shards:
+            for table, stats in read_shard(shard, encoding=encoding, batch_lines=batch_lines):
+                if counter is not None:
+                    d = stats.to_dict()
+                    errors = d.pop("errors")
+                    ray.get(counter.add.remote(d, errors))
+                yield table
 
     return read
 
@@ -359,7 +385,7 @@ def run_ingest(
     names = [_display_name(f, files) for f in files]
     lines = ray.data.read_datasource(
         LogLinesDatasource(shards, encoding=config.encoding, batch_lines=batch_lines, counter=counter),
-        override_num_blocks=len(shards),
+        override_num_blocks=max(2 * cpus, min(len(shards), 4 * cpus)) if len(shards) > 1 else 1,
     )
     # Stage 1: parse every line once (stateful actors) and stage the result.
     staging = _join(output, "_staging")

@@ -229,6 +229,8 @@ def _decompressed_chunks(fh, compression: str) -> Iterator[bytes]:
             raise _Corrupt(pos, f"corrupt {compression} data: {exc}") from exc
         if dobj.eof:
             rest = dobj.unused_data
+            if len(rest) == len(data) and not out:  # nothing consumed: not a frame at all
+                raise _Corrupt(pos, f"corrupt {compression} data: no valid frame at this offset")
             pos += len(data) - len(rest)
             pending = rest
             dobj, fed = new(), False
