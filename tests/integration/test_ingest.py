@@ -152,7 +152,7 @@ def test_a_custom_format_works_from_yaml_alone(tmp_path):
         """
 name: my-service
 format:
-  log_format: "<Time> [<Level>] <Component> req=<Req> - <Content>"
+  log_format: '<Time> \\[<Level>\\] <Component> req=<Req> - <Content>'
 timestamp: {fields: [Time], format: "%Y-%m-%dT%H:%M:%S"}
 labels: {kind: field, field: Level, normal_values: [INFO, DEBUG]}
 parsing:

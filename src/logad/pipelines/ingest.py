@@ -383,9 +383,13 @@ def run_ingest(
 
     counter = _Counter.remote()
     names = [_display_name(f, files) for f in files]
+    # Logical CPUs are set so no stage can starve another on any cluster size:
+    # parse actors take half a CPU each (one per CPU, so all cores are busy),
+    # reads and staging writes a quarter, leaving room on even a 1-CPU node.
     lines = ray.data.read_datasource(
         LogLinesDatasource(shards, encoding=config.encoding, batch_lines=batch_lines, counter=counter),
         override_num_blocks=max(2 * cpus, min(len(shards), 4 * cpus)) if len(shards) > 1 else 1,
+        ray_remote_args={"num_cpus": 0.25},
     )
     # Stage 1: parse every line once (stateful actors) and stage the result.
     staging = _join(output, "_staging")
@@ -399,7 +403,8 @@ def run_ingest(
             "file_uris": [f.uri for f in files], "counter": counter, "collector": collector,
         },
         batch_format="pyarrow", batch_size=None, compute=ray.data.ActorPoolStrategy(size=cpus),
-    ).write_parquet(staging)
+        num_cpus=0.5,
+    ).write_parquet(staging, ray_remote_args={"num_cpus": 0.25})
     summary.seconds["parse"] = round(time.perf_counter() - t, 3)
     if store is None:
         t = time.perf_counter()

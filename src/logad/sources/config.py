@@ -69,6 +69,14 @@ class FormatConfig(_Strict):
             compiled = re.compile(pattern)
         except re.error as exc:
             raise ValueError(f"the header pattern does not compile: {exc}") from exc
+        if self.log_format is not None:
+            declared = re.findall(r"<([^<>]+)>", self.log_format)
+            lost = [n for n in declared if n not in compiled.groupindex]
+            if lost:
+                raise ValueError(
+                    f"fields {lost} of format.log_format do not survive as fields: text between "
+                    "fields is a regular expression, so escape [ ] ( ) . * + ? | as \\[ \\] …"
+                )
         if self.content_field not in compiled.groupindex:
             raise ValueError(
                 f"the header pattern has no <{self.content_field}> field; "
