@@ -7,13 +7,12 @@ PY := $(VENV)/bin/python
 # wheel path or on PyPI); set TORCH_SPEC to pin another build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup demo test lint bench-ingest clean
+.PHONY: setup demo test lint clean
 
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	if ! command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install -q "$(TORCH_SPEC)"; fi
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@

@@ -24,8 +24,6 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DATASETS, ROOT, record  # noqa: E402
 
@@ -73,16 +71,29 @@ def drain3_baseline(path: Path) -> dict:
     return {"lines": n, "seconds": round(secs, 2), "lines_per_s": round(n / secs), "templates": len(miner.drain.clusters)}
 
 
-def _tree_rss(proc: psutil.Process) -> tuple[int, int]:
-    total, biggest = 0, 0
-    for p in [proc, *proc.children(recursive=True)]:
-        try:
-            rss = p.memory_info().rss
-        except psutil.Error:
+def _tree_rss(root: int) -> tuple[int, int]:
+    """(sum, max) of the resident memory of ``root`` and all its descendants, from /proc."""
+    parent: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
             continue
-        total += rss
-        biggest = max(biggest, rss)
-    return total, biggest
+        try:
+            stat = (d / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            parent[int(d.name)] = int(fields[1])
+            rss[int(d.name)] = int(fields[21]) * 4096
+        except (OSError, ValueError, IndexError):
+            continue
+    tree, todo = {root}, [root]
+    while todo:
+        p = todo.pop()
+        for c, pp in parent.items():
+            if pp == p and c not in tree:
+                tree.add(c)
+                todo.append(c)
+    sizes = [rss.get(p, 0) for p in tree]
+    return sum(sizes), max(sizes, default=0)
 
 
 def run_ingest(path: Path, cpus: int, out: Path) -> dict:
@@ -91,11 +102,9 @@ def run_ingest(path: Path, cpus: int, out: Path) -> dict:
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak = {"tree": 0, "process": 0}
-    ps = psutil.Process(proc.pid)
-
     def sample() -> None:
         while proc.poll() is None:
-            tree, one = _tree_rss(ps)
+            tree, one = _tree_rss(proc.pid)
             peak["tree"], peak["process"] = max(peak["tree"], tree), max(peak["process"], one)
             time.sleep(0.5)
 
