@@ -75,7 +75,7 @@ def _train_and_evaluate(args: argparse.Namespace, out: Path) -> int:
     from logad.cli import main
 
     model, report = out / "model", out / "report"
-    epochs = str(args.epochs or 3)
+    epochs = str(args.epochs or 10)
     print(f"\n== 2/3 train: a small FastLogAD, chronological split, {epochs} epoch(s) (CPU is fine)")
     rc = main(["train", "--method", "fastlogad", "--windows", str(out / "windows"), "--output", str(model),
                "--protocol", "chronological", "--epochs", epochs, "--seed", "0", "--no-progress"])
