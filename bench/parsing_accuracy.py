@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         "sizes, paths, times, id lists) and Drain settings were tuned on these same 2k samples, "
         "with no held-out split, so the figures are optimistic; Drain's published settings were "
         "tuned the same way. \"Below\" compares at Drain's 3-decimal precision. Template counts "
-        "far above the truth (e.g. OpenSSH) mean over-splitting that GA does not punish much.\n"
+        "far above the truth (e.g. Thunderbird, Mac) mean over-splitting that GA does not punish much.\n"
     )
     print(md)
     if not args.no_record:
