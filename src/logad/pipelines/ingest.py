@@ -104,11 +104,7 @@ class _Counter:
 
 
 class LogLinesDatasource(Datasource):
-    """One read task per shard; each yields batches of lines, streaming."""
-
-    def __init__(self, shards: list[Shard], *, encoding: str, batch_lines: int, counter=None) -> None:
-        super().__init__()
-        self.shards, self.encoding, self.batch_lines, self.counter = shards, encoding, batch_lines, counter
+    """Read tasks over packed shards (see :func:`_pack`); each yields batches of lines, streaming."""
 
     def estimate_inmemory_data_size(self) -> int | None:
         return sum(
@@ -116,9 +112,15 @@ class LogLinesDatasource(Datasource):
             for s in self.shards
         )
 
+    def __init__(self, shards: list[Shard], *, encoding: str, batch_lines: int, counter=None,
+                 target_tasks: int = 1) -> None:
+        super().__init__()
+        self.shards, self.encoding, self.batch_lines, self.counter = shards, encoding, batch_lines, counter
+        self.target_tasks = target_tasks
+
     def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context=None) -> list[ReadTask]:
         tasks = []
-        for group in _pack(self.shards, parallelism):
+        for group in _pack(self.shards, self.target_tasks):
             size = sum((s.end or s.file.size) - s.start for s in group)
             meta = BlockMetadata(num_rows=None, size_bytes=int(size),
                                  input_files=sorted({s.file.uri for s in group}), exec_stats=None)
@@ -387,8 +389,11 @@ def run_ingest(
     # parse actors take half a CPU each (one per CPU, so all cores are busy),
     # reads and staging writes a quarter, leaving room on even a 1-CPU node.
     lines = ray.data.read_datasource(
-        LogLinesDatasource(shards, encoding=config.encoding, batch_lines=batch_lines, counter=counter),
-        override_num_blocks=max(2 * cpus, min(len(shards), 4 * cpus)) if len(shards) > 1 else 1,
+        LogLinesDatasource(shards, encoding=config.encoding, batch_lines=batch_lines, counter=counter,
+                           target_tasks=2 * cpus),
+        # exactly one block per packed read task, so Ray fuses the reads into the parse
+        # actors instead of splitting blocks and shipping them through the object store
+        override_num_blocks=len(_pack(shards, 2 * cpus)),
         ray_remote_args={"num_cpus": 0.25},
     )
     # Stage 1: parse every line once (stateful actors) and stage the result.
