@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -44,9 +43,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
     p.add_argument("--config", metavar="FILE", help="method config as JSON or YAML (keys of the method's config)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.add_argument("--registry", metavar="PATH", help="model registry to register the model in (not available yet)")
-    p.add_argument("--source", metavar="NAME", help="log source name in the registry (not available yet)")
-    p.add_argument("--promote", action="store_true", help="make this version production (not available yet)")
+    p.add_argument(
+        "--registry", metavar="PATH",
+        help="also register the model in this registry (a folder or URI; needs --source)",
+    )
+    p.add_argument("--source", metavar="NAME", help="log source name to register the model under")
+    p.add_argument(
+        "--promote", action="store_true",
+        help="make the registered version production and the source's serving model "
+        "(the first version of a source and method becomes production by itself)",
+    )
     p.set_defaults(func=run)
 
 
@@ -96,15 +102,17 @@ def parse_split_params(items: list[str]) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Train, save and report; returns the exit status."""
-    if args.registry or args.source or args.promote:
-        print(
-            "logad train: error: the model registry (--registry/--source/--promote) is not "
-            "available in this version yet; train with --output MODEL_DIR only",
-            file=sys.stderr,
-        )
-        return 2
-
     from logad.errors import ConfigError
+
+    if (args.source or args.promote) and not args.registry:
+        raise ConfigError("--source and --promote need --registry PATH")
+    if args.registry and not args.source:
+        raise ConfigError("--registry needs --source NAME (the log source the model is for)")
+    if args.registry:
+        from logad.registry import ModelRegistry, validate_name
+
+        validate_name("source", args.source)  # fail before training, not after
+        registry = ModelRegistry(args.registry)
     from logad.evaluation.report import evaluate_scores, format_metrics_table
     from logad.evaluation.splits import split_windows
     from logad.methods import get_method
@@ -144,6 +152,9 @@ def run(args: argparse.Namespace) -> int:
     templates = Path(args.windows) / "templates.json"
     if templates.is_file():
         shutil.copyfile(templates, out / "templates.json")
+    source_config = Path(args.windows) / "source.json"
+    if source_config.is_file():  # how to split, mask and group raw lines when serving
+        shutil.copyfile(source_config, out / "source.json")
     training = {
         "method": cls.name,
         "windows": str(Path(args.windows).resolve()),
@@ -158,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
           f"{report.best_epoch}{' (stopped early)' if report.stopped_early else ''}; "
           f"threshold {detector.threshold:.6g} (label-free)")
 
+    result: dict[str, Any] = {}
     if len(split.test):
         t0 = time.perf_counter()
         scores = detector.score(split.test)
@@ -169,4 +181,10 @@ def run(args: argparse.Namespace) -> int:
         if result["metrics"]:
             print(format_metrics_table(result))
     print(f"model written to {out}" + (" (with templates.json)" if templates.is_file() else ""))
+    if args.registry:
+        metrics = {k: v for k, v in (result.get("metrics") or {}).items() if isinstance(v, int | float)}
+        mv = registry.register(out, args.source, metrics=metrics, threshold=detector.threshold,
+                               promote=args.promote)
+        status = ", ".join(s for s, on in (("production", mv.production), ("serving", mv.serving)) if on)
+        print(f"registered {mv.tag} in {registry.root}" + (f" ({status})" if status else ""))
     return 0
