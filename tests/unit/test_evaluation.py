@@ -23,6 +23,8 @@ from logad.evaluation import (
     split_windows,
     write_report,
 )
+from logad.methods import load_detector
+from logad.registry import ModelRegistry, RegistryError
 from logad.windows import WINDOWS_SCHEMA
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "hdfs_eventid"
@@ -230,9 +232,14 @@ def test_train_and_evaluate_commands(tmp_path, capsys):
     model = tmp_path / "model"
     rc = _cli(["train", "--method", "fastlogad", "--windows", str(windows), "--output", str(model),
                "--protocol", "fastlogad", "--split-param", "num_train=400", "--epochs", "4",
-               "--seed", "1", "--device", "cpu", "--config", str(config), "--no-progress"])
+               "--seed", "1", "--device", "cpu", "--config", str(config), "--no-progress",
+               "--registry", str(tmp_path / "reg"), "--source", "hdfs"])
     out = capsys.readouterr().out
     assert rc == 0 and "split 'fastlogad'" in out and "label-free" in out and "UPPER BOUND" in out
+    assert "registered hdfs/fastlogad/v1" in out and "(production, serving)" in out
+    registered = ModelRegistry(tmp_path / "reg").get("hdfs")
+    assert registered.threshold == pytest.approx(load_detector(model).threshold)
+    assert 0 <= registered.metrics["f1"] <= 1
     assert {"config.json", "model.safetensors", "templates.json", "training.json"} <= {p.name for p in model.iterdir()}
     training = json.loads((model / "training.json").read_text())
     assert training["split_params"] == {"num_train": 400} and training["seed"] == 1
@@ -250,9 +257,13 @@ def test_train_and_evaluate_commands(tmp_path, capsys):
 
 def test_train_command_errors(tmp_path, capsys):
     windows = _write_windows_dir(tmp_path / "ingest", hdfs_windows(50, 10))
-    assert _cli(["train", "--method", "fastlogad", "--windows", str(windows), "--output",
-                 str(tmp_path / "m"), "--registry", str(tmp_path / "reg"), "--source", "hdfs"]) == 2
-    assert "registry" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="need --registry"):
+        _cli(["train", "--method", "fastlogad", "--windows", str(windows), "--output",
+              str(tmp_path / "m"), "--source", "hdfs"])
+    with pytest.raises(RegistryError, match="invalid source name"):  # refused before training
+        _cli(["train", "--method", "fastlogad", "--windows", str(windows), "--output",
+              str(tmp_path / "m"), "--registry", str(tmp_path / "reg"), "--source", "../../etc"])
+    assert not (tmp_path / "m").exists()
     bad = tmp_path / "bad.yaml"
     bad.write_text("hidden_szie: 64\n")
     with pytest.raises(ConfigError, match=r"hidden_szie.*bad.yaml"):
