@@ -371,7 +371,9 @@ class Ingress:
                               **{"Retry-After": "1"})
         t_score = time.perf_counter()
 
-        threshold = result["threshold"] if result else mv.threshold
+        # the registry's threshold is the served one (re-registering can change it); the
+        # model's own stored threshold where the manifest has none
+        threshold = mv.threshold if mv.threshold is not None else (result or {}).get("threshold")
         windows = []
         num_anomalous = 0
         for i, row in enumerate(frame.itertuples(index=False)):
