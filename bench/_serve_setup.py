@@ -74,3 +74,22 @@ def build_registry(root: Path, work: Path, model_config: dict) -> dict[str, list
         model = train_model(work / source, lines, cfg, ids, model_config)
         reg.register(model, source, promote=True)
     return {"hdfs": hdfs, "bgl": bgl}
+
+
+# The default FastLogAD architecture (what latency depends on), trained for one epoch per
+# phase: the benchmarks measure serving cost, not detection quality.
+BENCH_MODEL = dict(warmup_epochs=1, epochs=1, explain_head_epochs=1, device="cpu", show_progress=False, seed=0)
+
+
+def hdfs_chunks(lines: list[str], size: int, count: int) -> list[list[str]]:
+    """``count`` consecutive slices of ``size`` lines, spread over the file."""
+    step = max(1, (len(lines) - size) // max(1, count))
+    return [lines[(i * step) % (len(lines) - size):][:size] for i in range(count)]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -81,21 +81,24 @@ class AppArgs(BaseModel):
                                         "decompression (413 above; the decompression-bomb guard).")
     max_lines: int = Field(200_000, gt=0, description="Most lines in one request (413 above).")
     max_batch_size: int = Field(8, ge=1, description="Scorer: requests scored together per batch.")
-    batch_wait_timeout_s: float = Field(0.002, ge=0, description="Scorer: how long a batch waits to fill.")
+    scorer_threads: int = Field(0, ge=0, description="Scorer: torch intra-op threads per replica "
+                                "(0: Ray's default, one per whole CPU the replica reserves, at least 1).")
+    batch_wait_timeout_s: float = Field(0.0, ge=0, description="Scorer: how long a batch waits to fill "
+                                        "(0: take what queued while the previous batch ran).")
 
 
 # --------------------------------------------------------------------------------------------
 # Scorer
 
 
-def _score_frame(detector: Any, frame: pd.DataFrame, explain: bool) -> tuple[np.ndarray, list | None]:
-    """Scores (and the explanation's line evidence) for one model's windows."""
-    if not explain:
-        return np.asarray(detector.score(frame), dtype=np.float64), None
-    found = detector.explain(frame)
-    scores = np.array([e.score for e in found], dtype=np.float64)
-    evidence = [[(ev.index, ev.event_id, ev.probability) for ev in e.lines] for e in found]
-    return scores, evidence
+def _marks(request: dict[str, Any], scores: np.ndarray, fallback: float) -> np.ndarray:
+    mode = request["explain"]
+    if mode == "all":
+        return np.ones(len(scores), dtype=bool)
+    if mode == "anomalous":
+        t = request.get("threshold")
+        return scores > (fallback if t is None else t)
+    return np.zeros(len(scores), dtype=bool)
 
 
 @serve.deployment(
@@ -111,11 +114,16 @@ def _score_frame(detector: Any, frame: pd.DataFrame, explain: bool) -> tuple[np.
 class Scorer:
     """Scores windows with the detector a model id names, loaded from the registry."""
 
-    def __init__(self, registry: str, max_batch_size: int = 8, batch_wait_timeout_s: float = 0.002) -> None:
+    def __init__(self, registry: str, max_batch_size: int = 8, batch_wait_timeout_s: float = 0.0,
+                 threads: int = 0) -> None:
         from logad.methods import available_methods
         from logad.registry import ModelRegistry
 
         available_methods()  # import torch and the methods now, not on the first request
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
         self.registry = ModelRegistry(registry)
         self.score_batch.set_max_batch_size(max_batch_size)
         self.score_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
@@ -131,10 +139,11 @@ class Scorer:
         return await asyncio.to_thread(load_detector, path)
 
     async def score(self, request: dict[str, Any]) -> dict[str, Any]:
-        """``{"model_id", "event_ids": [[...]], "explain": bool}`` → scores, threshold, evidence."""
+        """``{"model_id", "event_ids": [[...]], "explain": all|anomalous|none, "threshold"}``
+        → scores, the model's own threshold, and evidence per window (None where not explained)."""
         return await self.score_batch(request)
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.002)
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.0)
     async def score_batch(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out: list[dict[str, Any] | None] = [None] * len(requests)
         groups: dict[str, list[int]] = {}
@@ -142,21 +151,30 @@ class Scorer:
             groups.setdefault(r["model_id"], []).append(i)
         for mid, members in groups.items():
             detector = await self.get_model(mid)
-            sizes = [len(requests[i]["event_ids"]) for i in members]
-            frame = pd.DataFrame({"event_ids": [e for i in members for e in requests[i]["event_ids"]]})
-            explain = any(requests[i]["explain"] for i in members)
-            scores, evidence = await asyncio.to_thread(_score_frame, detector, frame, explain)
-            start = 0
-            for i, n in zip(members, sizes, strict=True):
-                out[i] = {
-                    "model_id": mid,
-                    "threshold": float(detector.threshold),
-                    "scores": scores[start:start + n].tolist(),
-                    "evidence": evidence[start:start + n] if evidence is not None else None,
-                    "batch_requests": len(requests),
-                }
-                start += n
+            result = await asyncio.to_thread(self._score_group, detector, [requests[i] for i in members])
+            for i, r in zip(members, result, strict=True):
+                out[i] = {"model_id": mid, "batch_requests": len(requests), **r}
         return out  # type: ignore[return-value]
+
+    @staticmethod
+    def _score_group(detector: Any, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        t0 = time.perf_counter()
+        sizes = [len(r["event_ids"]) for r in requests]
+        frame = pd.DataFrame({"event_ids": [e for r in requests for e in r["event_ids"]]})
+        scores = np.asarray(detector.score(frame), dtype=np.float64)
+        own = float(detector.threshold)
+        bounds = np.cumsum([0, *sizes])
+        marks = np.concatenate([_marks(r, scores[a:b], own) for r, a, b in
+                                zip(requests, bounds[:-1], bounds[1:], strict=True)]) if requests else []
+        evidence: list = [None] * len(frame)
+        idx = np.flatnonzero(marks)
+        if len(idx):
+            found = detector.explain(frame.iloc[idx].reset_index(drop=True))
+            for i, e in zip(idx, found, strict=True):
+                evidence[i] = [(ev.index, ev.event_id, ev.probability) for ev in e.lines]
+        ms = round((time.perf_counter() - t0) * 1e3, 3)
+        return [{"threshold": own, "scores": scores[a:b].tolist(), "evidence": evidence[a:b], "compute_ms": ms}
+                for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
     def check_health(self) -> None:
         """Serve restarts a replica whose check raises; a live event loop is enough here."""
@@ -363,7 +381,8 @@ class Ingress:
         want = explain != "none" and max_evidence > 0
         result = None
         if len(frame):
-            payload = {"model_id": ctx.model_id, "event_ids": list(frame["event_ids"]), "explain": want}
+            payload = {"model_id": ctx.model_id, "event_ids": list(frame["event_ids"]),
+                       "explain": explain if want else "none", "threshold": mv.threshold}
             try:
                 result = await self._handle(ctx.model_id).score.remote(payload)
             except RayError as exc:  # a scorer replica died or could not load the model
@@ -391,10 +410,11 @@ class Ingress:
                 "method": mv.method,
                 "model_version": mv.version,
             }
-            if want and (explain == "all" or anomalous) and result["evidence"] is not None:
+            found = result["evidence"][i] if want and (explain == "all" or anomalous) else None
+            if found is not None:
                 w["evidence"] = [
                     {"index": idx, "line": row.lines[idx], "event_id": eid, "probability": round(p, 6)}
-                    for idx, eid, p in result["evidence"][i][:max_evidence]
+                    for idx, eid, p in found[:max_evidence]
                 ]
             windows.append(w)
 
@@ -413,6 +433,7 @@ class Ingress:
             "timing_ms": {
                 "parse": round((t_parse - t0) * 1e3, 3),
                 "score": round((t_score - t_parse) * 1e3, 3),
+                "model": result["compute_ms"] if result else 0.0,
                 "total": round((time.perf_counter() - t0) * 1e3, 3),
             },
         })
@@ -447,5 +468,5 @@ def build_app(args: dict[str, Any] | None = None) -> Any:
     if "://" not in registry:
         registry = str(Path(registry).expanduser().resolve())
     parsed = parsed.model_copy(update={"registry": registry})
-    scorer = Scorer.bind(registry, parsed.max_batch_size, parsed.batch_wait_timeout_s)
+    scorer = Scorer.bind(registry, parsed.max_batch_size, parsed.batch_wait_timeout_s, parsed.scorer_threads)
     return Ingress.bind(scorer, parsed.model_dump())

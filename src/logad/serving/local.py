@@ -103,8 +103,9 @@ def load_serve_config(
                     found.pop(k, None)
                 else:
                     found[k] = v
-            if "num_replicas" in opts and opts["num_replicas"] is not None:
-                found.pop("autoscaling_config", None)
+            n = found.pop("num_replicas", None) if opts.get("num_replicas") is not None else None
+            if n is not None:  # pinned: the code's autoscaling_config would otherwise still apply
+                found["autoscaling_config"] = {"min_replicas": n, "max_replicas": n, "initial_replicas": n}
     return config
 
 
