@@ -94,6 +94,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=4.0, help="per cell (bounded)")
     ap.add_argument("--max-requests", type=int, default=300, help="per cell (bounded)")
+    ap.add_argument("--scorer-threads", type=int, default=0,
+                    help="app arg scorer_threads (0: Ray's default, 1 torch thread for a 0.25-CPU replica)")
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
 
@@ -110,8 +112,9 @@ def main() -> int:
     local = in_process(work / "hdfs", chunks, 40)
 
     fixed = {"Ingress": {"num_replicas": 1}, "Scorer": {"num_replicas": 1}}
+    app_args = {"scorer_threads": args.scorer_threads}
     url = start(work / "registry", port=free_port(), config=ROOT / "serve" / "config.yaml",
-                deployments=fixed, log=lambda _: None)
+                deployments=fixed, args=app_args, log=lambda _: None)
     detect = f"{url}/v1/sources/hdfs/detect"
     asyncio.run(burst(detect, bodies[100], 2, 2.0, 30))  # warm-up: model load, caches
     rows = []
@@ -127,7 +130,7 @@ def main() -> int:
     for replicas in (1, 2):
         start(work / "registry", port=int(url.rsplit(":", 1)[1]), config=ROOT / "serve" / "config.yaml",
               deployments={"Ingress": {"num_replicas": 1}, "Scorer": {"num_replicas": replicas}},
-              log=lambda _: None)
+              args=app_args, log=lambda _: None)
         deadline = time.monotonic() + 120
         while serve.status().applications["logad"].deployments["Scorer"].replica_states.get("RUNNING", 0) != replicas:
             if time.monotonic() > deadline:
@@ -142,7 +145,8 @@ def main() -> int:
     serve.shutdown()
 
     md = ["HDFS requests over HTTP (text/plain) to one Ingress and one Scorer replica (0.25 CPU each), "
-          "vs the same parse + explain in one process. Default-size FastLogAD (hidden 128, 2 layers). "
+          f"vs the same parse + explain in one process. Default-size FastLogAD (hidden 128, 2 layers); "
+          f"scorer_threads={args.scorer_threads}. "
           "Client, Serve proxy and replicas share the machine's cores.", "",
           "| lines/request | concurrency | HTTP p50 ms | HTTP p99 ms | HTTP lines/s | in-process p50 ms | in-process p99 ms | in-process lines/s |",
           "|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -161,7 +165,7 @@ def main() -> int:
     if args.no_record:
         print(text)
     else:
-        record("Serving latency: HTTP detect vs in-process", text,
+        record(f"Serving latency: HTTP detect vs in-process (scorer_threads={args.scorer_threads})", text,
                {"http": rows, "in_process": local, "scorer_replicas": scaling}, "serve_latency.json")
     return 0
 
