@@ -151,7 +151,8 @@ def deploy(config: dict[str, Any], *, wait_s: float = 180.0, log=print) -> str:
             raise LogadError(f"serve app {n} failed to deploy: {s.message}")
         if all(s is not None and s.status == "RUNNING" for s in states.values()) and _healthy(url):
             return url
-        now = ", ".join(f"{n} {s.status if s else 'PENDING'}" for n, s in states.items())
+        now = ", ".join(f"{n} {getattr(s.status, 'value', s.status) if s else 'PENDING'}"
+                        for n, s in states.items())
         if now != last:
             log(f"waiting for serve: {now}")
             last = now
