@@ -166,7 +166,7 @@ def main() -> int:
         print(text)
     else:
         record(f"Serving latency: HTTP detect vs in-process (scorer_threads={args.scorer_threads})", text,
-               {"http": rows, "in_process": local, "scorer_replicas": scaling}, "serve_latency.json")
+               {"http": rows, "in_process": local, "scorer_replicas": scaling}, f"serve_latency_threads{args.scorer_threads}.json")
     return 0
 
 
