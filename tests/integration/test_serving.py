@@ -198,6 +198,14 @@ def test_sources_healthz_and_openapi(url):
     assert requests.get(f"{url}/docs", timeout=10).status_code == 200
 
 
+def test_lines_that_make_no_window_are_counted_not_an_error(url):
+    lines = ["081109 203615 148 INFO dfs.FSNamesystem: a line that names no block", "not even a header"]
+    out = _detect(url, "hdfs", lines)
+    assert out["windows"] == []
+    s = out["summary"]
+    assert (s["lines"], s["windows"], s["lines_without_window"], s["malformed_lines"]) == (2, 0, 2, 1)
+
+
 def test_bad_requests_get_a_4xx_with_a_reason_and_the_service_keeps_working(url, sources):
     lines = sources["hdfs"][0][:50]
     good = _detect(url, "hdfs", lines)

@@ -355,8 +355,6 @@ class Ingress:
                       t0: float) -> JSONResponse:
         from ray.exceptions import RayError
 
-        from logad.errors import LogadError
-
         mv = await self._serving(source)
         if mv is None:
             raise BodyError(404, f"unknown source {source!r}: no serving model in registry "
@@ -371,8 +369,8 @@ class Ingress:
         lines, replaced = await asyncio.to_thread(decode_body, body, ctype, cenc, self.limits)
         try:
             ctx = await self._context(mv)
-        except LogadError as exc:
-            return _error(503, f"cannot serve {mv.tag}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a broken model is the server's problem, not the client's
+            return _error(503, f"cannot serve {mv.tag}: {type(exc).__name__}: {str(exc)[:300]}")
         frame, stats = await asyncio.to_thread(ctx.builder, lines)
         if stats.lines - stats.empty_lines == 0:
             raise BodyError(422, "empty batch: the body holds no non-blank lines")
@@ -418,8 +416,10 @@ class Ingress:
                 ]
             windows.append(w)
 
+        # (Ray counters refuse an increment of 0)
         self._lines.inc(stats.lines, tags={"source": source})
-        self._windows.inc(len(windows), tags={"source": source})
+        if windows:
+            self._windows.inc(len(windows), tags={"source": source})
         if num_anomalous:
             self._anomalous.inc(num_anomalous, tags={"source": source})
         summary = {**stats.to_dict(), "lines_with_replaced_bytes": replaced,
