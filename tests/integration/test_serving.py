@@ -325,3 +325,15 @@ def test_cli_detect_prints_flagged_windows_and_a_summary(url, sources, tmp_path)
         capture_output=True, text=True, env=env, timeout=120,
     )
     assert bad.returncode == 2 and "404" in bad.stderr and "unknown source" in bad.stderr
+
+
+def test_serve_and_probe_for_the_demo(url, registry, sources):
+    """The one call the demo makes; runs last (it redeploys the app with default settings)."""
+    from logad.serving.local import serve_and_probe
+
+    reg, _ = registry
+    lines = sources["hdfs"][0][:400]
+    out = serve_and_probe(reg.root, "hdfs", lines, keep_running=True, log=lambda _: None)
+    assert out["url"] == url  # Serve's HTTP options are fixed for the cluster's lifetime
+    assert out["model"]["id"] == "hdfs@fastlogad/v1" and out["summary"]["lines"] == 400
+    assert out["windows"] == _detect(url, "hdfs", lines)["windows"]

@@ -27,7 +27,10 @@ from typing import Any
 
 from logad.errors import ConfigError, LogadError
 
-__all__ = ["APP_NAME", "default_config", "deploy", "load_serve_config", "serve_and_probe", "start", "stop"]
+__all__ = [
+    "APP_NAME", "default_config", "deploy", "free_port", "load_serve_config", "post_lines", "serve_and_probe",
+    "start", "stop",
+]
 
 APP_NAME = "logad"
 IMPORT_PATH = "logad.serving.app:build_app"
@@ -137,7 +140,10 @@ def deploy(config: dict[str, Any], *, wait_s: float = 180.0, log=print) -> str:
     )
     client.deploy_apps(schema, _blocking=False)
     names = [a.name for a in schema.applications]
-    http = schema.http_options
+    http = client.http_config  # what Serve runs with: fixed when Serve first started here
+    if (http.host, http.port) != (schema.http_options.host, schema.http_options.port):
+        log(f"note: Serve already runs HTTP on {http.host}:{http.port} in this cluster; "
+            "`serve shutdown` first to change it")
     host = "127.0.0.1" if http.host in ("0.0.0.0", "::", "") else http.host
     url = f"http://{host}:{http.port}"
     deadline = time.monotonic() + wait_s
@@ -183,10 +189,22 @@ def start(
 
     Uses ``config`` (Ray's Serve config format, e.g. serve/config.yaml) or
     the code's defaults, with the registry, host and port set from the arguments.
+    ``port=0`` picks a free port.
     """
+    if port == 0:
+        port = free_port(host)
     cfg = load_serve_config(config, registry=str(registry), host=host, port=port, args=args,
                             deployments=deployments)
     return deploy(cfg, wait_s=wait_s, log=log)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host if host not in ("0.0.0.0", "") else "127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def stop(name: str = APP_NAME) -> None:
@@ -229,11 +247,14 @@ def serve_and_probe(
     lines: list[str],
     *,
     host: str = "127.0.0.1",
-    port: int = 8000,
+    port: int = 0,
     keep_running: bool = False,
     log=print,
 ) -> dict[str, Any]:
     """Start the service on ``registry``, score ``lines`` of ``source`` over real HTTP, stop.
+
+    ``port=0`` (the default) picks a free port; ``keep_running=True`` leaves the app up
+    (the returned ``url`` reaches it; :func:`stop` ends it).
 
     Returns:
         The detect response (``model``, ``summary``, ``windows``) plus ``url``.
