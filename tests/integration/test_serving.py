@@ -327,6 +327,16 @@ def test_cli_detect_prints_flagged_windows_and_a_summary(url, sources, tmp_path)
     assert bad.returncode == 2 and "404" in bad.stderr and "unknown source" in bad.stderr
 
 
+def test_a_broken_model_answers_503_and_other_sources_keep_working(url, registry, sources):
+    reg, models = registry
+    mv = reg.register(models["bgl"], "broken", promote=True)
+    weights = Path(reg.fetch(mv)) / "model.safetensors"
+    weights.write_bytes(b"not safetensors")  # the manifest's checksum no longer matches
+    r = requests.post(f"{url}/v1/sources/broken/detect", json={"lines": sources["bgl"][0][:20]}, timeout=60)
+    assert r.status_code == 503 and "broken@fastlogad/v1" in r.json()["detail"]
+    assert _detect(url, "bgl", sources["bgl"][0][:20])["summary"]["windows"] > 0
+
+
 def test_serve_and_probe_for_the_demo(url, registry, sources):
     """The one call the demo makes; runs last (it redeploys the app with default settings)."""
     from logad.serving.local import serve_and_probe

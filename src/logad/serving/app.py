@@ -150,8 +150,12 @@ class Scorer:
         for i, r in enumerate(requests):
             groups.setdefault(r["model_id"], []).append(i)
         for mid, members in groups.items():
-            detector = await self.get_model(mid)
-            result = await asyncio.to_thread(self._score_group, detector, [requests[i] for i in members])
+            try:
+                detector = await self.get_model(mid)
+                result = await asyncio.to_thread(self._score_group, detector, [requests[i] for i in members])
+            except Exception as exc:  # noqa: BLE001 - one broken model must not fail the batch's others
+                reason = f"model {mid}: {type(exc).__name__}: {str(exc)[:300]}"
+                result = [{"error": reason}] * len(members)
             for i, r in zip(members, result, strict=True):
                 out[i] = {"model_id": mid, "batch_requests": len(requests), **r}
         return out  # type: ignore[return-value]
@@ -370,7 +374,8 @@ class Ingress:
         try:
             ctx = await self._context(mv)
         except Exception as exc:  # noqa: BLE001 - a broken model is the server's problem, not the client's
-            return _error(503, f"cannot serve {mv.tag}: {type(exc).__name__}: {str(exc)[:300]}")
+            return _error(503, f"cannot serve {model_id(mv.source, mv.method, mv.version)}: "
+                                f"{type(exc).__name__}: {str(exc)[:300]}")
         frame, stats = await asyncio.to_thread(ctx.builder, lines)
         if stats.lines - stats.empty_lines == 0:
             raise BodyError(422, "empty batch: the body holds no non-blank lines")
@@ -383,9 +388,11 @@ class Ingress:
                        "explain": explain if want else "none", "threshold": mv.threshold}
             try:
                 result = await self._handle(ctx.model_id).score.remote(payload)
-            except RayError as exc:  # a scorer replica died or could not load the model
+            except RayError as exc:  # e.g. the scorer replica died mid-request
                 return _error(503, f"scoring failed, retry: {type(exc).__name__}: {str(exc)[:300]}",
                               **{"Retry-After": "1"})
+            if "error" in result:  # the model could not be loaded or scored
+                return _error(503, f"cannot score with {ctx.model_id}: {result['error']}")
         t_score = time.perf_counter()
 
         # the registry's threshold is the served one (re-registering can change it); the
