@@ -1,0 +1,479 @@
+"""The Ray Serve application: HTTP ingress → per-source parsing → multiplexed, batched scoring.
+
+Two deployments:
+
+``Ingress`` (FastAPI, autoscaled)
+    Reads and checks the body (size, content type and coding, decompression
+    limits), looks up the source's serving model in the registry (cached for
+    ``alias_ttl_s``, so a promotion is picked up within that time without a
+    restart), turns the lines into windows with that model's frozen template
+    store and grouping rule (:class:`logad.windows.online.WindowBuilder`),
+    and asks the scorer for scores.
+``Scorer`` (autoscaled)
+    Holds detectors in a per-replica LRU (``@serve.multiplexed``), keyed by
+    model id ``SOURCE@METHOD/vN``, so a new promotion is a new id and an old
+    model ages out by itself. Requests for the same model that arrive
+    together are scored as one batch (``@serve.batch``).
+
+``serve run serve/config.yaml`` and ``logad serve`` build it with
+:func:`build_app`; serve/config.yaml holds the operational knobs (replicas,
+CPUs, autoscaling, limits).
+"""
+
+# No `from __future__ import annotations`: FastAPI must resolve the endpoint signatures.
+import asyncio
+import math
+import os
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from logad.ray_env import prepare_ray_env
+
+prepare_ray_env()
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from fastapi import FastAPI, Query, Request  # noqa: E402
+from fastapi.responses import JSONResponse  # noqa: E402
+from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
+from ray import serve  # noqa: E402
+from ray.serve.handle import DeploymentHandle  # noqa: E402
+
+from logad import __version__  # noqa: E402
+from logad.serving.body import BodyError, BodyLimits, decode_body  # noqa: E402
+
+__all__ = ["AppArgs", "Ingress", "Scorer", "build_app", "model_id", "parse_model_id"]
+
+ExplainMode = Literal["anomalous", "all", "none"]
+
+
+def model_id(source: str, method: str, version: int) -> str:
+    """The multiplexed model id of one registry version: ``SOURCE@METHOD/vN``."""
+    return f"{source}@{method}/v{version}"
+
+
+def parse_model_id(mid: str) -> tuple[str, str, int]:
+    """Inverse of :func:`model_id`.
+
+    Raises:
+        ValueError: not of the form ``SOURCE@METHOD/vN``.
+    """
+    source, sep, rest = mid.partition("@")
+    method, sep2, ver = rest.partition("/v")
+    if not (sep and sep2 and ver.isdigit()):
+        raise ValueError(f"model id {mid!r} is not SOURCE@METHOD/vN")
+    return source, method, int(ver)
+
+
+class AppArgs(BaseModel):
+    """Arguments of :func:`build_app` (the ``args:`` of serve/config.yaml)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    registry: str | None = Field(
+        None, description="Registry root (folder or URI every replica can read); default $LOGAD_REGISTRY.")
+    alias_ttl_s: float = Field(1.0, ge=0, le=60, description="How long the ingress caches a source's "
+                               "serving alias; a promotion is served at most this long after it.")
+    max_body_bytes: int = Field(16 << 20, gt=0, description="Largest body as sent (413 above).")
+    max_decompressed_bytes: int = Field(64 << 20, gt=0, description="Largest body after "
+                                        "decompression (413 above; the decompression-bomb guard).")
+    max_lines: int = Field(200_000, gt=0, description="Most lines in one request (413 above).")
+    max_batch_size: int = Field(8, ge=1, description="Scorer: requests scored together per batch.")
+    scorer_threads: int = Field(0, ge=0, description="Scorer: torch intra-op threads per replica "
+                                "(0: Ray's default, one per whole CPU the replica reserves, at least 1).")
+    batch_wait_timeout_s: float = Field(0.0, ge=0, description="Scorer: how long a batch waits to fill "
+                                        "(0: take what queued while the previous batch ran).")
+
+
+# --------------------------------------------------------------------------------------------
+# Scorer
+
+
+def _marks(request: dict[str, Any], scores: np.ndarray, fallback: float) -> np.ndarray:
+    mode = request["explain"]
+    if mode == "all":
+        return np.ones(len(scores), dtype=bool)
+    if mode == "anomalous":
+        t = request.get("threshold")
+        return scores > (fallback if t is None else t)
+    return np.zeros(len(scores), dtype=bool)
+
+
+@serve.deployment(
+    name="Scorer",
+    max_ongoing_requests=16,
+    ray_actor_options={"num_cpus": 0.25},
+    autoscaling_config={
+        "min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 2,
+        "upscale_delay_s": 2, "downscale_delay_s": 10, "look_back_period_s": 12,
+    },
+    health_check_period_s=5,
+)
+class Scorer:
+    """Scores windows with the detector a model id names, loaded from the registry."""
+
+    def __init__(self, registry: str, max_batch_size: int = 8, batch_wait_timeout_s: float = 0.0,
+                 threads: int = 0) -> None:
+        from logad.methods import available_methods
+        from logad.registry import ModelRegistry
+
+        available_methods()  # import torch and the methods now, not on the first request
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        self.registry = ModelRegistry(registry)
+        self.score_batch.set_max_batch_size(max_batch_size)
+        self.score_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+    @serve.multiplexed(max_num_models_per_replica=8)
+    async def get_model(self, mid: str) -> Any:
+        """Load one registry version (files checked against the manifest); LRU per replica."""
+        from logad.methods import load_detector
+
+        source, method, version = parse_model_id(mid)
+        mv = await asyncio.to_thread(self.registry.get, source, method, version)
+        path = await asyncio.to_thread(self.registry.fetch, mv)
+        return await asyncio.to_thread(load_detector, path)
+
+    async def score(self, request: dict[str, Any]) -> dict[str, Any]:
+        """``{"model_id", "event_ids": [[...]], "explain": all|anomalous|none, "threshold"}``
+        → scores, the model's own threshold, and evidence per window (None where not explained)."""
+        return await self.score_batch(request)
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.0)
+    async def score_batch(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any] | None] = [None] * len(requests)
+        groups: dict[str, list[int]] = {}
+        for i, r in enumerate(requests):
+            groups.setdefault(r["model_id"], []).append(i)
+        for mid, members in groups.items():
+            try:
+                detector = await self.get_model(mid)
+                result = await asyncio.to_thread(self._score_group, detector, [requests[i] for i in members])
+            except Exception as exc:  # noqa: BLE001 - one broken model must not fail the batch's others
+                reason = f"model {mid}: {type(exc).__name__}: {str(exc)[:300]}"
+                result = [{"error": reason}] * len(members)
+            for i, r in zip(members, result, strict=True):
+                out[i] = {"model_id": mid, "batch_requests": len(requests), **r}
+        return out  # type: ignore[return-value]
+
+    @staticmethod
+    def _score_group(detector: Any, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        t0 = time.perf_counter()
+        sizes = [len(r["event_ids"]) for r in requests]
+        frame = pd.DataFrame({"event_ids": [e for r in requests for e in r["event_ids"]]})
+        scores = np.asarray(detector.score(frame), dtype=np.float64)
+        own = float(detector.threshold)
+        bounds = np.cumsum([0, *sizes])
+        marks = np.concatenate([_marks(r, scores[a:b], own) for r, a, b in
+                                zip(requests, bounds[:-1], bounds[1:], strict=True)]) if requests else []
+        evidence: list = [None] * len(frame)
+        idx = np.flatnonzero(marks)
+        if len(idx):
+            found = detector.explain(frame.iloc[idx].reset_index(drop=True))
+            for i, e in zip(idx, found, strict=True):
+                evidence[i] = [(ev.index, ev.event_id, ev.probability) for ev in e.lines]
+        ms = round((time.perf_counter() - t0) * 1e3, 3)
+        return [{"threshold": own, "scores": scores[a:b].tolist(), "evidence": evidence[a:b], "compute_ms": ms}
+                for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+    def check_health(self) -> None:
+        """Serve restarts a replica whose check raises; a live event loop is enough here."""
+
+
+# --------------------------------------------------------------------------------------------
+# Ingress
+
+api = FastAPI(
+    title="logad",
+    version=__version__,
+    description="Log anomaly detection over HTTP: post raw log lines of a source, get its "
+    "windows scored by the source's serving model from the registry.",
+)
+
+
+class _Context:
+    """What the ingress needs per serving model: its version and a window builder."""
+
+    def __init__(self, mv: Any, builder: Any) -> None:
+        self.mv = mv
+        self.builder = builder
+        self.model_id = model_id(mv.source, mv.method, mv.version)
+
+
+def _load_context(registry: Any, mv: Any) -> _Context:
+    from logad.errors import DataError
+    from logad.parsing import TemplateStore
+    from logad.sources.config import SourceConfig
+    from logad.windows.online import WindowBuilder
+
+    path = Path(registry.fetch(mv))
+    src, tpl = path / "source.json", path / "templates.json"
+    if not src.is_file() or not tpl.is_file():
+        raise DataError(
+            f"model {mv.tag} has no {'source.json' if not src.is_file() else 'templates.json'}: "
+            "it cannot turn raw lines into windows; train it from a `logad ingest` output folder"
+        )
+    config = SourceConfig.model_validate_json(src.read_text())
+    return _Context(mv, WindowBuilder(config, TemplateStore.load(tpl)))
+
+
+def _error(status: int, reason: str, **headers: str) -> JSONResponse:
+    return JSONResponse({"detail": reason}, status_code=status, headers=headers or None)
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+@serve.deployment(
+    name="Ingress",
+    max_ongoing_requests=64,
+    ray_actor_options={"num_cpus": 0.25},
+    autoscaling_config={
+        "min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 16,
+        "upscale_delay_s": 2, "downscale_delay_s": 10, "look_back_period_s": 12,
+    },
+    health_check_period_s=5,
+)
+@serve.ingress(api)
+class Ingress:
+    """The HTTP API (see docs/serving.md)."""
+
+    def __init__(self, scorer: DeploymentHandle, args: dict[str, Any]) -> None:
+        from ray.serve.metrics import Counter
+
+        from logad.registry import ModelRegistry
+
+        self.args = AppArgs.model_validate(args)
+        assert self.args.registry
+        self.registry = ModelRegistry(self.args.registry)
+        self.scorer = scorer
+        self.limits = BodyLimits(self.args.max_body_bytes, self.args.max_decompressed_bytes,
+                                 self.args.max_lines)
+        self._alias: dict[str, tuple[float, Any]] = {}
+        self._contexts: OrderedDict[str, _Context] = OrderedDict()
+        self._handles: dict[str, DeploymentHandle] = {}
+        self._lines = Counter("logad_detect_lines", "raw lines received", tag_keys=("source",))
+        self._windows = Counter("logad_detect_windows", "windows scored", tag_keys=("source",))
+        self._anomalous = Counter("logad_detect_anomalous_windows", "windows flagged anomalous",
+                                  tag_keys=("source",))
+        self._rejected = Counter("logad_detect_rejected", "requests answered with a 4xx",
+                                 tag_keys=("status",))
+
+    # -- registry lookups (cached) ------------------------------------------------------------
+
+    async def _serving(self, source: str) -> Any | None:
+        """The source's serving ModelVersion, re-read at most every ``alias_ttl_s``."""
+        from logad.registry import RegistryError
+
+        now = time.monotonic()
+        hit = self._alias.get(source)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        try:
+            mv = await asyncio.to_thread(self.registry.get, source)
+        except RegistryError:
+            mv = None
+        if len(self._alias) > 10_000:
+            self._alias.clear()
+        self._alias[source] = (now + self.args.alias_ttl_s, mv)
+        return mv
+
+    async def _context(self, mv: Any) -> _Context:
+        mid = model_id(mv.source, mv.method, mv.version)
+        ctx = self._contexts.get(mid)
+        if ctx is None:
+            ctx = await asyncio.to_thread(_load_context, self.registry, mv)
+            self._contexts[mid] = ctx
+            while len(self._contexts) > 64:
+                self._contexts.popitem(last=False)
+        else:
+            self._contexts.move_to_end(mid)
+        return ctx
+
+    def _handle(self, mid: str) -> DeploymentHandle:
+        h = self._handles.get(mid)
+        if h is None:
+            if len(self._handles) > 256:
+                self._handles.clear()
+            h = self._handles[mid] = self.scorer.options(multiplexed_model_id=mid)
+        return h
+
+    # -- endpoints ----------------------------------------------------------------------------
+
+    @api.get("/healthz", summary="Liveness: the ingress answers")
+    async def healthz(self) -> dict[str, Any]:
+        return {"status": "ok", "logad_version": __version__}
+
+    @api.get("/v1/sources", summary="Sources with a serving model: method, version, threshold")
+    async def sources(self) -> dict[str, Any]:
+        from logad.registry import RegistryError
+
+        def listing() -> list[dict[str, Any]]:
+            out = []
+            for s in self.registry.sources():
+                try:
+                    mv = self.registry.get(s)
+                except RegistryError:
+                    continue  # versions but nothing promoted to serving
+                out.append({
+                    "source": s, "method": mv.method, "version": mv.version,
+                    "model_id": model_id(s, mv.method, mv.version), "threshold": mv.threshold,
+                    "created_at": mv.created_at, "metrics": mv.metrics,
+                })
+            return out
+
+        return {"registry": self.registry.root, "sources": await asyncio.to_thread(listing)}
+
+    @api.post(
+        "/v1/sources/{source}/detect",
+        summary="Score a batch of raw lines of one source",
+        description="Body: JSON {\"lines\": [...]} or text/plain, optionally compressed as a whole "
+        "(Content-Encoding: gzip or zstd). Lines are parsed with the source's frozen template "
+        "store, grouped by its grouping rule and scored by its serving model. Each window gets "
+        "its score, threshold, verdict and model version; `explain` picks which windows also "
+        "list the lines that drove their score (at most `max_evidence` each).",
+        responses={404: {"description": "unknown source"}, 413: {"description": "too large"},
+                   415: {"description": "unsupported content type or coding"},
+                   400: {"description": "corrupt body"}, 422: {"description": "empty batch"}},
+    )
+    async def detect(
+        self,
+        source: str,
+        request: Request,
+        explain: Annotated[ExplainMode, Query(description="windows that list their evidence lines")] = "anomalous",
+        max_evidence: Annotated[int, Query(ge=0, le=100, description="evidence lines per window")] = 5,
+    ) -> JSONResponse:
+        t0 = time.perf_counter()
+        try:
+            return await self._detect(source, request, explain, max_evidence, t0)
+        except BodyError as exc:
+            self._rejected.inc(tags={"status": str(exc.status)})
+            return _error(exc.status, exc.reason)
+
+    async def _detect(self, source: str, request: Request, explain: str, max_evidence: int,
+                      t0: float) -> JSONResponse:
+        from ray.exceptions import RayError
+
+        mv = await self._serving(source)
+        if mv is None:
+            raise BodyError(404, f"unknown source {source!r}: no serving model in registry "
+                                 f"{self.registry.root}; GET /v1/sources lists the deployed ones")
+        ctype = request.headers.get("content-type", "")
+        cenc = request.headers.get("content-encoding", "")
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.limits.max_body_bytes:
+            raise BodyError(413, f"body is {int(declared):,} bytes, over the limit of "
+                                 f"{self.limits.max_body_bytes:,}; send smaller batches")
+        body = await self._read_body(request)
+        lines, replaced = await asyncio.to_thread(decode_body, body, ctype, cenc, self.limits)
+        try:
+            ctx = await self._context(mv)
+        except Exception as exc:  # noqa: BLE001 - a broken model is the server's problem, not the client's
+            return _error(503, f"cannot serve {model_id(mv.source, mv.method, mv.version)}: "
+                                f"{type(exc).__name__}: {str(exc)[:300]}")
+        frame, stats = await asyncio.to_thread(ctx.builder, lines)
+        if stats.lines - stats.empty_lines == 0:
+            raise BodyError(422, "empty batch: the body holds no non-blank lines")
+        t_parse = time.perf_counter()
+
+        want = explain != "none" and max_evidence > 0
+        result = None
+        if len(frame):
+            payload = {"model_id": ctx.model_id, "event_ids": list(frame["event_ids"]),
+                       "explain": explain if want else "none", "threshold": mv.threshold}
+            try:
+                result = await self._handle(ctx.model_id).score.remote(payload)
+            except RayError as exc:  # e.g. the scorer replica died mid-request
+                return _error(503, f"scoring failed, retry: {type(exc).__name__}: {str(exc)[:300]}",
+                              **{"Retry-After": "1"})
+            if "error" in result:  # the model could not be loaded or scored
+                return _error(503, f"cannot score with {ctx.model_id}: {result['error']}")
+        t_score = time.perf_counter()
+
+        # the registry's threshold is the served one (re-registering can change it); the
+        # model's own stored threshold where the manifest has none
+        threshold = mv.threshold if mv.threshold is not None else (result or {}).get("threshold")
+        windows = []
+        num_anomalous = 0
+        for i, row in enumerate(frame.itertuples(index=False)):
+            score = result["scores"][i]
+            anomalous = bool(threshold is not None and score > threshold)
+            num_anomalous += anomalous
+            w: dict[str, Any] = {
+                "window_id": row.window_id,
+                "start": None if pd.isna(row.start) else row.start.isoformat(),
+                "end": None if pd.isna(row.end) else row.end.isoformat(),
+                "num_lines": len(row.lines),
+                "score": _finite(score),
+                "threshold": threshold,
+                "verdict": "anomalous" if anomalous else "normal",
+                "method": mv.method,
+                "model_version": mv.version,
+            }
+            found = result["evidence"][i] if want and (explain == "all" or anomalous) else None
+            if found is not None:
+                w["evidence"] = [
+                    {"index": idx, "line": row.lines[idx], "event_id": eid, "probability": round(p, 6)}
+                    for idx, eid, p in found[:max_evidence]
+                ]
+            windows.append(w)
+
+        # (Ray counters refuse an increment of 0)
+        self._lines.inc(stats.lines, tags={"source": source})
+        if windows:
+            self._windows.inc(len(windows), tags={"source": source})
+        if num_anomalous:
+            self._anomalous.inc(num_anomalous, tags={"source": source})
+        summary = {**stats.to_dict(), "lines_with_replaced_bytes": replaced,
+                   "anomalous_windows": num_anomalous}
+        return JSONResponse({
+            "source": source,
+            "model": {"id": ctx.model_id, "method": mv.method, "version": mv.version,
+                      "threshold": threshold},
+            "summary": summary,
+            "windows": windows,
+            "timing_ms": {
+                "parse": round((t_parse - t0) * 1e3, 3),
+                "score": round((t_score - t_parse) * 1e3, 3),
+                "model": result["compute_ms"] if result else 0.0,
+                "total": round((time.perf_counter() - t0) * 1e3, 3),
+            },
+        })
+
+    async def _read_body(self, request: Request) -> bytes:
+        """The body, refusing it (413) as soon as it passes the limit."""
+        limit = self.limits.max_body_bytes
+        parts, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BodyError(413, f"body is over the limit of {limit:,} bytes; send smaller batches")
+            parts.append(chunk)
+        return b"".join(parts)
+
+
+def build_app(args: dict[str, Any] | None = None) -> Any:
+    """The application ``serve run``/``serve deploy`` and ``logad serve`` start.
+
+    ``args`` are the fields of :class:`AppArgs` (serve/config.yaml ``args:``);
+    the registry defaults to ``$LOGAD_REGISTRY``. A relative registry path is
+    made absolute here, against the directory the app is built from.
+
+    Raises:
+        ValueError: unknown or invalid arguments, or no registry given.
+    """
+    parsed = AppArgs.model_validate(dict(args or {}))
+    registry = parsed.registry or os.environ.get("LOGAD_REGISTRY")
+    if not registry:
+        raise ValueError("logad serving needs a registry: set args.registry in the serve config "
+                         "or LOGAD_REGISTRY in the environment")
+    if "://" not in registry:
+        registry = str(Path(registry).expanduser().resolve())
+    parsed = parsed.model_copy(update={"registry": registry})
+    scorer = Scorer.bind(registry, parsed.max_batch_size, parsed.batch_wait_timeout_s, parsed.scorer_threads)
+    return Ingress.bind(scorer, parsed.model_dump())

@@ -1,0 +1,44 @@
+"""serve/config.yaml is valid for Ray Serve and for the app; `logad serve` fails cleanly (no Ray)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from logad.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_serve_config_is_a_valid_ray_serve_config_with_valid_app_args():
+    from ray.serve.schema import ServeDeploySchema
+
+    from logad.serving.app import AppArgs, parse_model_id
+    from logad.serving.local import load_serve_config
+
+    cfg = load_serve_config(ROOT / "serve" / "config.yaml", registry="reg", port=9123,
+                            deployments={"Scorer": {"num_replicas": 2}})
+    schema = ServeDeploySchema.model_validate(cfg)
+    app = schema.applications[0]
+    assert app.import_path == "logad.serving.app:build_app" and schema.http_options.port == 9123
+    args = AppArgs.model_validate(app.args)
+    assert Path(args.registry).is_absolute()
+    deps = {d.name: d for d in app.deployments}
+    assert deps["Ingress"].max_ongoing_requests > 5  # Serve's default would cap the service
+    assert deps["Scorer"].max_ongoing_requests >= args.max_batch_size
+    assert deps["Scorer"].autoscaling_config == {"min_replicas": 2, "max_replicas": 2, "initial_replicas": 2}
+    assert deps["Ingress"].autoscaling_config["max_replicas"] >= 1
+    assert parse_model_id("my.source@fastlogad/v12") == ("my.source", "fastlogad", 12)
+
+
+def test_unknown_app_args_are_refused():
+    from logad.serving.app import build_app
+
+    with pytest.raises(ValueError, match="max_bodyy"):
+        build_app({"registry": "r", "max_bodyy": 1})
+
+
+def test_serve_command_refuses_a_registry_without_serving_models(tmp_path, capsys):
+    assert main(["serve", "--registry", str(tmp_path / "empty")]) == 2
+    assert "no source with a serving model" in capsys.readouterr().err
