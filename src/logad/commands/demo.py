@@ -15,12 +15,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "demo",
         help="run the main job end to end on bundled sample data (local Ray)",
         description="Ingest the bundled HDFS sample (43,512 lines, 2,228 blocks) with a local Ray, "
-        "then train and evaluate a small FastLogAD on it, and print what was found.",
+        "train and evaluate a small FastLogAD on it, register it in a model registry, serve it "
+        "over HTTP with Ray Serve and send it a few real requests, printing what was found.",
     )
     p.add_argument("--output", "-o", default="demo-output", help="folder for everything the demo writes")
     p.add_argument("--config", default=None, help="source config (default: data_pipelines/hdfs.yaml)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs for the demo model")
     p.add_argument("--skip-train", action="store_true", help="stop after ingest")
+    p.add_argument("--skip-serve", action="store_true", help="stop after training and evaluation")
     p.set_defaults(func=run)
 
 
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     data = resources.files("logad") / "data"
     sample, labels = str(data / "hdfs_sample.log.zst"), str(data / "hdfs_sample_labels.csv")
     out = Path(args.output)
-    print(f"== 1/3 ingest: {sample}\n   (a local Ray starts; config {args.config or 'data_pipelines/hdfs.yaml'})")
+    print(f"== 1/4 ingest: {sample}\n   (a local Ray starts; config {args.config or 'data_pipelines/hdfs.yaml'})")
     init_ray(progress=False)
     from logad.parsing import TemplateStore
     from logad.pipelines.ingest import run_ingest, summary_lines
@@ -76,14 +78,50 @@ def _train_and_evaluate(args: argparse.Namespace, out: Path) -> int:
 
     model, report = out / "model", out / "report"
     epochs = str(args.epochs or 10)
-    print(f"\n== 2/3 train: a small FastLogAD, chronological split, {epochs} epoch(s) (CPU is fine)")
+    registry = out / "registry"
+    print(f"\n== 2/4 train: a small FastLogAD, chronological split, {epochs} epoch(s) (CPU is fine), "
+          f"registered and promoted in {registry}")
     rc = main(["train", "--method", "fastlogad", "--windows", str(out / "windows"), "--output", str(model),
-               "--protocol", "chronological", "--epochs", epochs, "--seed", "0", "--no-progress"])
+               "--protocol", "chronological", "--epochs", epochs, "--seed", "0", "--no-progress",
+               "--registry", str(registry), "--source", "hdfs", "--promote"])
     if rc:
         return rc
-    print(f"\n== 3/3 evaluate: the chronological test split at the label-free threshold → {report}")
+    print(f"\n== 3/4 evaluate: the chronological test split at the label-free threshold → {report}")
     rc = main(["evaluate", str(model), "--windows", str(out / "windows"), "--protocol", "chronological",
                "--seed", "0", "--report", str(report)])
-    if rc == 0:
-        print(f"\ndone: windows in {out / 'windows'}, model in {model}, report in {report}/report.md")
-    return rc
+    if rc:
+        return rc
+    if not args.skip_serve:
+        _serve_and_detect(out, registry)
+    print(f"\ndone: windows in {out / 'windows'}, model in {model} (registry {registry}), "
+          f"report in {report}/report.md")
+    return 0
+
+
+def _serve_and_detect(out: Path, registry: Path) -> None:
+    """Serve the registry with Ray Serve and post real test-period lines to it over HTTP."""
+    from logad.serving.local import serve_and_probe
+    from logad.windows import read_windows
+
+    windows = read_windows(out / "windows").sort_values("start", kind="stable")
+    late = windows.iloc[len(windows) * 3 // 4:]  # from the test part of the timeline
+    picked = [*late[late["label"] == 1].head(3).itertuples(), *late[late["label"] == 0].head(5).itertuples()]
+    lines = [line for w in picked for line in w.lines]
+    labels = {w.window_id: int(w.label) for w in picked}
+    print(f"\n== 4/4 serve: Ray Serve on 127.0.0.1, then POST /v1/sources/hdfs/detect with "
+          f"{len(lines)} raw lines of {len(picked)} test-period blocks")
+    reply = serve_and_probe(str(registry), "hdfs", lines, log_level="WARNING",
+                           log=lambda msg: print(f"   {msg}"))
+    model = reply.get("model", {})
+    summary = reply["summary"]
+    print(f"   {reply['url']} answered with model {model.get('method')} v{model.get('version')}: "
+          f"{summary.get('lines')} lines → {len(reply['windows'])} windows, "
+          f"{summary.get('anomalous_windows')} anomalous ({reply['timing_ms']['total']:.0f} ms)")
+    print(f"   {'block':<28} {'score':>9} {'threshold':>9}  verdict    label")
+    for w in reply["windows"]:
+        label = labels.get(w["window_id"])
+        print(f"   {w['window_id']:<28} {w['score']:>9.4f} {w['threshold']:>9.4f}  "
+              f"{'ANOMALY' if w['verdict'] == 'anomalous' else 'normal':<9}  "
+              f"{'anomalous' if label == 1 else 'normal' if label == 0 else '?'}")
+        for ev in (w.get("evidence") or [])[:2]:
+            print(f"      drove the score: {ev['line'][:100]}")

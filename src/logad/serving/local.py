@@ -137,6 +137,7 @@ def deploy(config: dict[str, Any], *, wait_s: float = 180.0, log=print) -> str:
         http_options=schema.http_options.model_dump(),
         proxy_location=schema.proxy_location,
         grpc_options=None,
+        global_logging_config=schema.logging_config,
     )
     client.deploy_apps(schema, _blocking=False)
     names = [a.name for a in schema.applications]
@@ -183,18 +184,23 @@ def start(
     args: dict[str, Any] | None = None,
     deployments: dict[str, dict[str, Any]] | None = None,
     wait_s: float = 180.0,
+    log_level: str | None = None,
     log=print,
 ) -> str:
     """Serve ``registry`` over HTTP on ``host:port``; returns the base URL once healthy.
 
     Uses ``config`` (Ray's Serve config format, e.g. serve/config.yaml) or
     the code's defaults, with the registry, host and port set from the arguments.
-    ``port=0`` picks a free port.
+    ``port=0`` picks a free port; ``log_level`` (e.g. ``"WARNING"``) overrides
+    the config's Serve log level for the controller, proxies and replicas.
     """
     if port == 0:
         port = free_port(host)
     cfg = load_serve_config(config, registry=str(registry), host=host, port=port, args=args,
                             deployments=deployments)
+    if log_level is not None:
+        for holder in (cfg, *cfg["applications"]):
+            holder["logging_config"] = {**(holder.get("logging_config") or {}), "log_level": log_level}
     return deploy(cfg, wait_s=wait_s, log=log)
 
 
@@ -249,6 +255,7 @@ def serve_and_probe(
     host: str = "127.0.0.1",
     port: int = 0,
     keep_running: bool = False,
+    log_level: str | None = None,
     log=print,
 ) -> dict[str, Any]:
     """Start the service on ``registry``, score ``lines`` of ``source`` over real HTTP, stop.
@@ -259,7 +266,7 @@ def serve_and_probe(
     Returns:
         The detect response (``model``, ``summary``, ``windows``) plus ``url``.
     """
-    url = start(registry, host=host, port=port, log=log)
+    url = start(registry, host=host, port=port, log_level=log_level, log=log)
     try:
         out = post_lines(url, source, lines)
         out["url"] = url
