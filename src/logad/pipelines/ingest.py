@@ -75,6 +75,7 @@ class IngestSummary:
     templates: int = 0
     templates_mined: bool = True
     errors: list[dict] = field(default_factory=list)
+    nodes: dict[str, list[str]] = field(default_factory=dict)  # stage → ids of the Ray nodes that ran it
     seconds: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -87,20 +88,34 @@ class IngestSummary:
 
 @ray.remote(num_cpus=0)
 class _Counter:
-    """Collects counts from read tasks and workers (one per ingest run)."""
+    """Collects counts from read tasks and workers (one per ingest run).
+
+    Each call also says which stage ran where, so a run's summary lists the
+    Ray nodes that did the work (how a multi-node run is seen to spread).
+    """
 
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
         self.errors: list[dict] = []
+        self.nodes: dict[str, set[str]] = {}
 
-    def add(self, counts: dict[str, int], errors: list[dict] | None = None) -> None:
+    def add(self, counts: dict[str, int], errors: list[dict] | None = None,
+            where: tuple[str, str] | None = None) -> None:
         for k, v in counts.items():
             self.counts[k] = self.counts.get(k, 0) + int(v)
         if errors:
             self.errors.extend(errors)
+        if where:
+            stage, node = where
+            self.nodes.setdefault(stage, set()).add(node)
 
-    def get(self) -> tuple[dict[str, int], list[dict]]:
-        return self.counts, self.errors
+    def get(self) -> tuple[dict[str, int], list[dict], dict[str, list[str]]]:
+        return self.counts, self.errors, {k: sorted(v) for k, v in self.nodes.items()}
+
+
+def _where(stage: str) -> tuple[str, str]:
+    """(stage, id of the Ray node this task or actor runs on), for the counter."""
+    return stage, ray.get_runtime_context().get_node_id()
 
 
 class LogLinesDatasource(Datasource):
@@ -159,7 +174,7 @@ def _make_reader(shards: list[Shard], encoding: str, batch_lines: int, counter) 
                 if counter is not None:
                     d = stats.to_dict()
                     errors = d.pop("errors")
-                    ray.get(counter.add.remote(d, errors))
+                    ray.get(counter.add.remote(d, errors, _where("read")))
                 yield table
 
     return read
@@ -257,7 +272,7 @@ class _ParseLines:
             lines["event_id"] = pa.array(self.store.match(masked), pa.int64())
             rows = pa.table(lines).filter(grouped)
             counts["lines_unknown_template"] = int(pc.sum(pc.equal(rows["event_id"], UNKNOWN_ID)).as_py() or 0)
-        calls.append(self.counter.add.remote(counts))
+        calls.append(self.counter.add.remote(counts, None, _where("parse")))
         ray.get(calls)
         return rows
 
@@ -274,7 +289,8 @@ def _match_and_assign(rows: pa.Table, store_ref: list | None, grouping, file_nam
             _STORE_CACHE[key] = TemplateStore.from_dict(ray.get(store_ref[0]))
         ids = _STORE_CACHE[key].match(rows["masked"].combine_chunks())
         rows = rows.drop_columns(["masked"]).append_column("event_id", pa.array(ids, pa.int64()))
-        ray.get(counter.add.remote({"lines_unknown_template": int((ids == UNKNOWN_ID).sum())}))
+        ray.get(counter.add.remote({"lines_unknown_template": int((ids == UNKNOWN_ID).sum())}, None,
+                                   _where("match")))
     sessions = rows["session"].combine_chunks() if "session" in rows.column_names else None
     keep = [c for c in ("ts", "file_idx", "offset", "line_no", "event_id", "raw", "line_label") if c in rows.column_names]
     out = assign_windows(rows.select(keep), grouping, file_names=file_names, sessions=sessions)
@@ -300,7 +316,7 @@ def _group_windows(rows: pa.Table, source: str, label_ref: list | None, counter)
     ray.get(counter.add.remote({
         "windows": w.num_rows, "windows_anomalous": anomalous, "windows_normal": normal,
         "windows_unlabelled": w.num_rows - anomalous - normal,
-    }))
+    }, None, _where("group")))
     return w
 
 
@@ -450,7 +466,8 @@ def run_ingest(
     # (a fixed actor pool above: an autoscaling one starts with one actor and
     # grows too late to matter for a pass of seconds to minutes)
 
-    counts, errors = ray.get(counter.get.remote())
+    counts, errors, nodes = ray.get(counter.get.remote())
+    summary.nodes = nodes
     ray.kill(counter)
     for k, v in counts.items():
         if hasattr(summary, k):
