@@ -522,10 +522,13 @@ class FastLogAD(Detector):
                 pseudo.append(_cls_norms(disc, corrupted.to(device), attn.to(device)).cpu())
         n, p = torch.cat(normal), torch.cat(pseudo)
         y = torch.cat([torch.zeros(len(n)), torch.ones(len(p))])
-        loss = float(_hst_loss(torch.cat([n, p]), y, self.config.hst_lambda))
+        scores = torch.cat([n, p])
+        loss = float(_hst_loss(scores, y, self.config.hst_lambda))
+        # the same loss with lambda = 1: comparable across hst_lambda values (a sweep metric)
+        bce = float(_hst_loss(scores, y, 1.0))
         # Label-free diagnostic: how often a pseudo-anomaly outscores a normal window.
         sep = float((p[:, None] > n[None, :]).float().mean()) if len(n) * len(p) <= 4_000_000 else float("nan")
-        return {"val_loss": loss, "val_normal_norm": float(n.mean()),
+        return {"val_loss": loss, "val_bce": bce, "val_normal_norm": float(n.mean()),
                 "val_pseudo_norm": float(p.mean()), "val_pseudo_auc": sep}
 
     def _refit_explain_head(

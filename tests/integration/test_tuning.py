@@ -1,0 +1,146 @@
+"""Ray Tune sweeps on a real local Ray: ASHA, the registered winner, resume after a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from logad.errors import ConfigError
+from logad.methods import load_detector
+from logad.registry import ModelRegistry
+from logad.tuning import load_tune_spec, run_sweep
+from logad.windows import WINDOWS_SCHEMA, read_windows
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "hdfs_eventid"
+TINY = dict(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, generator_hidden_size=16,
+            generator_num_layers=1, generator_num_heads=2, generator_intermediate_size=32,
+            warmup_epochs=1, batch_size=32)
+
+
+def _windows_dir(path: Path, poison_test_labels: bool = False) -> Path:
+    """400 normal HDFS sessions then 40 with injected unseen events, as an ingest output folder."""
+    normal = [[int(x) for x in line.split()] for line in (FIXTURE / "hdfs_train").read_text().splitlines()][:440]
+    seqs = normal[:400] + [s[:2] + [999, 999] + s[2:] for s in normal[400:440]]
+    labels = [0] * 400 + [1] * 40
+    if poison_test_labels:  # windows after the 300 training normals: test only
+        labels = labels[:300] + [1 - y for y in labels[300:]]
+    start = pd.Timestamp("2008-11-09 20:00:00") + pd.to_timedelta(np.arange(len(seqs)), unit="s")
+    frame = pd.DataFrame({
+        "source": "hdfs", "window_id": [f"blk_{i}" for i in range(len(seqs))], "start": start,
+        "end": start + pd.Timedelta(seconds=1), "event_ids": seqs,
+        "lines": [[f"E{e}" for e in s] for s in seqs], "label": pd.array(labels, dtype="Int8"),
+    })
+    (path / "windows").mkdir(parents=True)
+    table = pa.Table.from_pandas(frame, preserve_index=False).select(WINDOWS_SCHEMA.names).cast(WINDOWS_SCHEMA)
+    pq.write_table(table, path / "windows" / "part-0.parquet")
+    (path / "templates.json").write_text(json.dumps({"templates": []}))
+    return path
+
+
+def _spec_file(path: Path, **overrides) -> Path:
+    spec = {
+        "method": "fastlogad", "metric": "val_bce", "mode": "min", "num_samples": 1, "max_epochs": 4,
+        "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+        "resources_per_trial": {"cpu": 1, "gpu": 0.5}, "max_concurrent_trials": 1,
+        "protocol": "fastlogad", "split_params": {"num_train": 300}, "config": TINY,
+        # the good learning rate first, then two that cannot learn: with one trial at a
+        # time, ASHA's first rung deterministically stops the two weak ones
+        "space": {"hst_learning_rate": {"type": "grid", "values": [1e-2, 1e-7, 1e-7]}},
+    } | overrides
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_sweep_stops_weak_trials_and_registers_the_winner(tmp_path):
+    windows = _windows_dir(tmp_path / "ingest")
+    spec = load_tune_spec(_spec_file(tmp_path / "sweep.yaml"))
+    result = run_sweep(spec, windows, "hdfs", storage=tmp_path / "tune", registry=str(tmp_path / "reg"),
+                       log=lambda _: None, verbose=0)
+    assert len(result.trials) == 3
+    assert result.stopped_early >= 1, [(t.params, t.iterations, t.completed) for t in result.trials]
+    assert result.best.completed and result.best.params["hst_learning_rate"] == 1e-2
+    stopped = [t for t in result.trials if not t.completed]
+    assert all(t.iterations < result.best.iterations for t in stopped)
+
+    mv = result.registered
+    assert (mv.source, mv.method, mv.version, mv.production, mv.serving) == ("hdfs", "fastlogad", 1, True, True)
+    assert mv.sweep["trial_id"] == result.best.trial_id and mv.sweep["metric"] == "val_bce"
+    # the registered model is the best trial's checkpoint: identical scores
+    ckpt = next(Path(result.experiment_path).glob(f"*{result.best.trial_id}*/checkpoint_*"))
+    data = read_windows(windows)
+    registered = load_detector(ModelRegistry(tmp_path / "reg").fetch(mv))
+    np.testing.assert_array_equal(registered.score(data), load_detector(ckpt).score(data))
+    assert (Path(result.model_dir) / "templates.json").is_file()
+
+    with pytest.raises(ConfigError, match="already exists"):
+        run_sweep(spec, windows, "hdfs", storage=tmp_path / "tune", log=lambda _: None, verbose=0)
+
+
+def test_test_labels_never_reach_a_trial(tmp_path):
+    """Flipping every test-only label changes nothing a sweep computes."""
+    spec = load_tune_spec(_spec_file(
+        tmp_path / "sweep.yaml", scheduler={"type": "fifo"}, max_epochs=2,
+        space={"mask_ratio": {"type": "choice", "values": [0.5]}}))
+    metrics = []
+    for poison in (False, True):
+        out = tmp_path / f"p{int(poison)}"
+        res = run_sweep(spec, _windows_dir(out / "ingest", poison), "hdfs", storage=out / "tune",
+                        log=lambda _: None, verbose=0)
+        metrics.append(res.best.best_metric)
+    assert metrics[0] == metrics[1]
+
+
+def test_bad_sweep_files_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="hidden_szie"):
+        load_tune_spec(_spec_file(tmp_path / "a.yaml", space={"hidden_szie": {"type": "choice", "values": [8]}}))
+    with pytest.raises(ConfigError, match=r"space\.lr.*loguniform needs low > 0|low > 0"):
+        load_tune_spec(_spec_file(tmp_path / "b.yaml", space={"lr": {"type": "loguniform", "low": 0, "high": 1}}))
+    with pytest.raises(ConfigError, match="schedular"):
+        load_tune_spec(_spec_file(tmp_path / "c.yaml", schedular={"type": "asha"}))
+    assert load_tune_spec(Path(__file__).resolve().parents[2] / "tune" / "fastlogad.yaml").method == "fastlogad"
+
+
+def test_a_killed_sweep_resumes_and_completes(tmp_path):
+    windows = _windows_dir(tmp_path / "ingest")
+    spec_path = _spec_file(tmp_path / "sweep.yaml", scheduler={"type": "fifo"}, max_epochs=3,
+                           space={"mask_ratio": {"type": "grid", "values": [0.3, 0.5, 0.7]}})
+    storage = tmp_path / "tune"
+    cmd = [sys.executable, "-m", "logad.cli", "tune", str(spec_path), "--windows", str(windows),
+           "--source", "hdfs", "--storage", str(storage)]
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            if list(storage.glob("fastlogad-hdfs/*/checkpoint_*")):  # one trial finished
+                break
+            time.sleep(0.5)
+        assert proc.poll() is None, "the sweep ended before it could be interrupted"
+        assert list(storage.glob("fastlogad-hdfs/*/checkpoint_*")), "no trial finished in time"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        proc.wait()
+
+    spec = load_tune_spec(spec_path)
+    result = run_sweep(spec, windows, "hdfs", storage=storage, resume=True,
+                       registry=str(tmp_path / "reg"), log=lambda _: None, verbose=0)
+    assert len(result.trials) == 3
+    assert all(t.completed and t.error is None for t in result.trials)
+    assert result.registered.version == 1
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        run_sweep(spec, windows, "hdfs", storage=tmp_path / "elsewhere", resume=True, log=lambda _: None)
