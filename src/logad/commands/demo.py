@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     data = resources.files("logad") / "data"
     sample, labels = str(data / "hdfs_sample.log.zst"), str(data / "hdfs_sample_labels.csv")
     out = Path(args.output)
-    print(f"== 1/4 ingest: {sample}\n   (a local Ray starts; config {args.config or 'data_pipelines/hdfs.yaml'})")
+    print(f"== 1/5 ingest: {sample}\n   (a local Ray starts; config {args.config or 'data_pipelines/hdfs.yaml'})")
     init_ray(progress=False)
     from logad.parsing import TemplateStore
     from logad.pipelines.ingest import run_ingest, summary_lines
@@ -79,23 +79,48 @@ def _train_and_evaluate(args: argparse.Namespace, out: Path) -> int:
     model, report = out / "model", out / "report"
     epochs = str(args.epochs or 10)
     registry = out / "registry"
-    print(f"\n== 2/4 train: a small FastLogAD, chronological split, {epochs} epoch(s) (CPU is fine), "
+    print(f"\n== 2/5 train: a small FastLogAD, chronological split, {epochs} epoch(s) (CPU is fine), "
           f"registered and promoted in {registry}")
     rc = main(["train", "--method", "fastlogad", "--windows", str(out / "windows"), "--output", str(model),
                "--protocol", "chronological", "--epochs", epochs, "--seed", "0", "--no-progress",
                "--registry", str(registry), "--source", "hdfs", "--promote"])
     if rc:
         return rc
-    print(f"\n== 3/4 evaluate: the chronological test split at the label-free threshold → {report}")
+    print(f"\n== 3/5 evaluate: the chronological test split at the label-free threshold → {report}")
     rc = main(["evaluate", str(model), "--windows", str(out / "windows"), "--protocol", "chronological",
                "--seed", "0", "--report", str(report)])
     if rc:
         return rc
+    _tiny_sweep(out, registry)
     if not args.skip_serve:
         _serve_and_detect(out, registry)
     print(f"\ndone: windows in {out / 'windows'}, model in {model} (registry {registry}), "
           f"report in {report}/report.md")
     return 0
+
+
+def _tiny_sweep(out: Path, registry: Path) -> None:
+    """A 3-trial Ray Tune sweep (ASHA from the second epoch); the winner is promoted and served."""
+    import shutil
+
+    from logad.tuning import TuneSpec, format_trials, run_sweep
+
+    spec = TuneSpec.model_validate({
+        "method": "fastlogad", "metric": "val_bce", "mode": "min", "num_samples": 3, "max_epochs": 6,
+        "scheduler": {"type": "asha", "grace_period": 2, "reduction_factor": 2},
+        "resources_per_trial": {"cpu": 1}, "protocol": "chronological",
+        "config": {"hidden_size": 64, "num_layers": 1, "num_heads": 2, "intermediate_size": 128,
+                   "warmup_epochs": 1},
+        "space": {"hst_learning_rate": {"type": "loguniform", "low": 3e-4, "high": 1e-2},
+                  "mask_ratio": {"type": "uniform", "low": 0.3, "high": 0.7}},
+    })
+    print("\n== 4/5 tune: a tiny Ray Tune sweep (3 trials of up to 6 HST epochs, ASHA), winner promoted")
+    shutil.rmtree(out / "tune", ignore_errors=True)
+    result = run_sweep(spec, out / "windows", "hdfs", storage=out / "tune", registry=str(registry),
+                       promote=True, log=lambda msg: print(f"   {msg}"), verbose=0)
+    print("\n".join(f"   {line}" for line in format_trials(result).splitlines()))
+    print(f"   {len(result.trials)} trials in {result.wall_s:.0f} s, up to {result.max_concurrent_seen} at once; "
+          f"registered {result.registered.tag} (production, serving)")
 
 
 def _serve_and_detect(out: Path, registry: Path) -> None:
@@ -108,7 +133,7 @@ def _serve_and_detect(out: Path, registry: Path) -> None:
     picked = [*late[late["label"] == 1].head(3).itertuples(), *late[late["label"] == 0].head(5).itertuples()]
     lines = [line for w in picked for line in w.lines]
     labels = {w.window_id: int(w.label) for w in picked}
-    print(f"\n== 4/4 serve: Ray Serve on 127.0.0.1, then POST /v1/sources/hdfs/detect with "
+    print(f"\n== 5/5 serve: Ray Serve on 127.0.0.1, then POST /v1/sources/hdfs/detect with "
           f"{len(lines)} raw lines of {len(picked)} test-period blocks")
     reply = serve_and_probe(str(registry), "hdfs", lines, log_level="WARNING",
                            log=lambda msg: print(f"   {msg}"))
