@@ -33,6 +33,7 @@ from ingest_throughput import CONFIG, WORK, _tree_rss, ensure_input  # noqa: E40
 from logad.ray_env import prepare_ray_env  # noqa: E402
 
 prepare_ray_env()
+os.environ.setdefault("RAY_ADDRESS", "local")  # start our own Ray, never join another `ray start` cluster
 
 
 def digest(out: Path) -> tuple[str, int]:
