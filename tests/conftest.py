@@ -8,6 +8,9 @@ from pathlib import Path
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TQDM_DISABLE", "1")
+# Tests start their own Ray: never join a `ray start` cluster another user runs on this host
+# (Ray's default for ray.init() without an address), which also rejects num_cpus.
+os.environ.setdefault("RAY_ADDRESS", "local")
 
 import pytest  # noqa: E402
 

@@ -22,6 +22,9 @@ def prepare_ray_env() -> None:
 def init_ray(address: str | None = None, num_cpus: int | None = None, *, progress: bool = True) -> None:
     """Join the cluster at ``address`` / ``$RAY_ADDRESS``, or start a local one.
 
+    With neither, Ray joins a cluster started by ``ray start`` on this machine
+    if there is one (as on a cluster's head node), else starts a local one.
+    ``"local"`` always starts a new local Ray with ``num_cpus`` CPUs.
     Does nothing when Ray is already initialised in this process.
     """
     prepare_ray_env()
@@ -31,8 +34,10 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, *, progres
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS")
         kwargs: dict = {"include_dashboard": False, "log_to_driver": True}
-        if address:
+        if address and address != "local":
             ray.init(address=address, **kwargs)
+        elif address == "local":
+            ray.init(address="local", num_cpus=num_cpus, **kwargs)
         else:
             ray.init(num_cpus=num_cpus, **kwargs)
     ctx = DataContext.get_current()
