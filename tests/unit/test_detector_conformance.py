@@ -26,6 +26,10 @@ TINY_CONFIGS: dict[str, dict] = {
         generator_intermediate_size=32, batch_size=32, warmup_epochs=1, epochs=6,
         learning_rate=1e-3, hst_learning_rate=1e-2, device="cpu", show_progress=False, seed=0,
     ),
+    "unseen": {},
+    "pca": {},
+    "isolation-forest": dict(n_estimators=50),
+    "deeplog": dict(hidden_size=16, embedding_size=8, num_layers=1, epochs=3, device="cpu", seed=0),
 }
 METHODS = available_methods()
 
@@ -42,6 +46,14 @@ def _frame(seqs: list[list[int]], label: int, prefix: str) -> pd.DataFrame:
 
 def _inject(seqs: list[list[int]]) -> list[list[int]]:
     return [s[:2] + [UNSEEN, UNSEEN] + s[2:] for s in seqs]
+
+
+# Methods that by construction cannot see the injected anomaly (lines of a template
+# never seen in training). Each has its own test of the anomalies it does catch.
+BLIND_TO_UNSEEN = {
+    "isolation-forest": "isolation trees cannot split on a count column that is constant (zero) in "
+    "training, so unseen templates leave the path lengths unchanged; see test_baselines",
+}
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +102,9 @@ def test_score_shape_and_dtype(fitted, data):
     assert isinstance(fitted.threshold, float) and np.isfinite(fitted.threshold)
 
 
-def test_injected_anomalies_outscore_normals(fitted, data):
+def test_injected_anomalies_outscore_normals(fitted, data, request):
+    if fitted.name in BLIND_TO_UNSEEN:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=BLIND_TO_UNSEEN[fitted.name]))
     normal, injected = fitted.score(data["normal"]), fitted.score(data["injected"])
     assert np.median(injected) > np.median(normal)
     assert (injected > fitted.threshold).mean() > (normal > fitted.threshold).mean() + 0.5
@@ -113,8 +127,9 @@ def test_save_load_identical_scores(fitted, data, tmp_path):
 
 @pytest.mark.parametrize("name", METHODS)
 def test_fixed_seed_same_scores(name, data):
-    a = _fit(name, data, epochs=1)
-    b = _fit(name, data, epochs=1)
+    short = {"epochs": 1} if "epochs" in get_method(name).config_class.model_fields else {}
+    a = _fit(name, data, **short)
+    b = _fit(name, data, **short)
     np.testing.assert_array_equal(a.score(data["normal"]), b.score(data["normal"]))
 
 

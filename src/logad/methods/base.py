@@ -324,7 +324,13 @@ def read_artifact_header(path: str | Path) -> dict[str, Any]:
 _METHODS: dict[str, type[Detector]] = {}
 # Built-in methods register themselves when their module is imported; importing them
 # lazily keeps `import logad.methods` free of torch/transformers start-up cost.
-_BUILTIN_MODULES = ("logad.methods.fastlogad",)
+_BUILTIN_MODULES = (
+    "logad.methods.fastlogad",
+    "logad.methods.unseen",
+    "logad.methods.pca",
+    "logad.methods.isolation_forest",
+    "logad.methods.deeplog",
+)
 _builtins_loaded = False
 
 D = TypeVar("D", bound=type[Detector])
