@@ -18,7 +18,7 @@ from logad.errors import LogadError
 __all__ = ["build_parser", "main"]
 
 # Order is the order `logad --help` shows.
-_COMMANDS = ("ingest", "train", "evaluate", "tune", "registry", "serve", "detect", "data", "demo")
+_COMMANDS = ("ingest", "train", "evaluate", "compare", "tune", "registry", "serve", "detect", "data", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
