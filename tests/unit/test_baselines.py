@@ -81,3 +81,33 @@ def test_isolation_forest_flags_a_burst_of_a_varying_template(normal):
     clean, odd = det.score(_frame(normal[450:500])), det.score(_frame(burst))
     assert np.median(odd) > np.median(clean)
     assert (odd > det.threshold).mean() > (clean > det.threshold).mean() + 0.5
+
+
+def test_compare_command_writes_one_table(tmp_path, normal, capsys):
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from logad.cli import main
+    from logad.windows import WINDOWS_SCHEMA
+
+    abnormal = [[int(x) for x in line.split()] for line in (FIXTURE / "hdfs_test_abnormal").read_text().splitlines()]
+    seqs = normal[:450] + abnormal[:50]
+    frame = _frame(seqs)
+    frame["source"] = "hdfs"
+    frame["start"] = pd.Timestamp("2008-11-09") + pd.to_timedelta(np.arange(len(seqs)), unit="s")
+    frame["end"] = frame["start"]
+    frame["label"] = pd.array([0] * 450 + [1] * 50, dtype="Int8")
+    (tmp_path / "w" / "windows").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False).select(WINDOWS_SCHEMA.names).cast(WINDOWS_SCHEMA),
+                   tmp_path / "w" / "windows" / "part-0.parquet")
+    rc = main(["compare", "--windows", str(tmp_path / "w"), "--methods", "unseen", "pca", "deeplog",
+               "--protocol", "fastlogad", "--split-param", "num_train=300", "--seeds", "0", "1",
+               "--device", "cpu", "-o", str(tmp_path / "out")])
+    assert rc == 0
+    result = json.loads((tmp_path / "out" / "comparison.json").read_text())
+    assert set(result["aggregate"]) == {"unseen", "pca", "deeplog", "deeplog (paper k=9)"}
+    assert len(result["runs"]["pca"]) == 2 and result["split"]["num_test_anomalous"] == 50
+    table = (tmp_path / "out" / "comparison.md").read_text()
+    assert "oracle F1 (upper bound)" in table and "| pca |" in table
