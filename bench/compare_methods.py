@@ -48,6 +48,7 @@ def main() -> None:
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "token")
+    os.environ.setdefault("RAY_ADDRESS", "local")  # a fresh local Ray, never another job's cluster on this host
 
 
     from logad.commands.compare import compare_methods, format_comparison

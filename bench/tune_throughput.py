@@ -35,6 +35,7 @@ def main() -> None:
     ap.add_argument("--no-record", action="store_true", help="print only; do not append to docs/benchmarks.md")
     args = ap.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "token")
+    os.environ.setdefault("RAY_ADDRESS", "local")  # a fresh local Ray, never another job's cluster on this host
 
     from logad.pipelines.ingest import run_ingest
     from logad.ray_env import init_ray
