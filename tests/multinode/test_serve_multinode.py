@@ -103,7 +103,8 @@ def test_replicas_spread_over_workers_and_survive_a_lost_node(multinode_cluster,
             np.testing.assert_allclose([got[k] for k in expected], list(expected.values()), rtol=1e-5)
 
         # a worker node dies: its replicas are replaced on the other worker
-        lost = multinode_cluster.cluster.list_all_nodes()[-1]
+        lost_id, survivor_id = multinode_cluster.worker_ids[1], multinode_cluster.worker_ids[0]
+        lost = next(n for n in multinode_cluster.cluster.list_all_nodes() if n.node_id == lost_id)
         multinode_cluster.cluster.remove_node(lost)
         deadline, answered = time.monotonic() + 120, 0
         while time.monotonic() < deadline and answered < 3:
@@ -114,7 +115,7 @@ def test_replicas_spread_over_workers_and_survive_a_lost_node(multinode_cluster,
                 answered = 0
             time.sleep(0.5)
         assert answered == 3, "the service did not recover after a worker node was removed"
-        survivor = set(multinode_cluster.worker_ids[:1])
+        survivor = {survivor_id}
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not (
             len(_replica_nodes("Scorer")) == 2 and set(_replica_nodes("Scorer")) <= survivor
