@@ -45,6 +45,8 @@ class TrialSummary:
     completed: bool
     """Whether the trial ran its fit to the end (False: stopped early by the scheduler or failed)."""
     error: str | None = None
+    node_id: str | None = None
+    """The Ray node the trial ran on."""
 
 
 @dataclass
@@ -69,11 +71,13 @@ class SweepResult:
 def _trial(config: dict[str, Any], *, method: str, fixed: dict[str, Any], train: pd.DataFrame,
            val: pd.DataFrame, metric: str, cpus: float) -> None:
     """One trial: fit with per-epoch reports, then report the kept epoch with the model."""
+    import ray
     import torch
     from ray import tune
 
     from logad.methods import get_method
 
+    node = ray.get_runtime_context().get_node_id()
     torch.set_num_threads(max(1, int(cpus)))  # concurrent trials must not oversubscribe cores
     cls = get_method(method)
     params = {**fixed, **config}
@@ -84,7 +88,7 @@ def _trial(config: dict[str, Any], *, method: str, fixed: dict[str, Any], train:
 
     def on_epoch(metrics: dict[str, float]) -> None:
         if metric in metrics:  # e.g. warm-up epochs without a validation loss are not rungs
-            tune.report({**metrics, "trial_started": started})
+            tune.report({**metrics, "trial_started": started, "node_id": node})
 
     report = detector.fit(train, val, progress=on_epoch)
     values = [h[metric] for h in report.history if metric in h and math.isfinite(h[metric])]
@@ -97,7 +101,7 @@ def _trial(config: dict[str, Any], *, method: str, fixed: dict[str, Any], train:
         tune.report(
             {metric: final, FIT_COMPLETE: 1, "threshold": float(detector.threshold),
              "epochs_run": len(report.history), "train_time_s": report.train_time_s,
-             "trial_started": started},
+             "trial_started": started, "node_id": node},
             checkpoint=tune.Checkpoint.from_directory(tmp),
         )
 
@@ -295,6 +299,7 @@ def _summarize(result: Any, spec: TuneSpec) -> TrialSummary:
         iterations=int(metrics.get("training_iteration", len(values))),
         completed=bool(metrics.get(FIT_COMPLETE)),
         error=str(result.error).splitlines()[0][:200] if result.error else None,
+        node_id=metrics.get("node_id"),
     )
 
 
