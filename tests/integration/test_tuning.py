@@ -121,7 +121,7 @@ def test_a_killed_sweep_resumes_and_completes(tmp_path):
     cmd = [sys.executable, "-m", "logad.cli", "tune", str(spec_path), "--windows", str(windows),
            "--source", "hdfs", "--storage", str(storage)]
     env = {**os.environ, "RAY_AUTH_MODE": "token"}
-    env.pop("RAY_ADDRESS", None)
+    env["RAY_ADDRESS"] = "local"  # its own local Ray, never a cluster on this host
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
