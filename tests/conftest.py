@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 os.environ.setdefault("RAY_AUTH_MODE", "token")
@@ -11,6 +12,10 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 # Tests start their own Ray: never join a `ray start` cluster another user runs on this host
 # (Ray's default for ray.init() without an address), which also rejects num_cpus.
 os.environ.setdefault("RAY_ADDRESS", "local")
+# A token for the clusters tests start. `ray.init()` writes ~/.ray/auth_token on first use,
+# but `ray.cluster_utils.Cluster` (the multi-node tests) expects one to exist already.
+if not os.environ.get("RAY_AUTH_TOKEN_PATH") and not (Path.home() / ".ray" / "auth_token").exists():
+    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
 
 import pytest  # noqa: E402
 

@@ -71,6 +71,7 @@ class SweepResult:
 def _trial(config: dict[str, Any], *, method: str, fixed: dict[str, Any], train: pd.DataFrame,
            val: pd.DataFrame, metric: str, cpus: float) -> None:
     """One trial: fit with per-epoch reports, then report the kept epoch with the model."""
+    started = time.time()  # the trial holds its resources from here (imports and set-up included)
     import ray
     import torch
     from ray import tune
@@ -84,11 +85,10 @@ def _trial(config: dict[str, Any], *, method: str, fixed: dict[str, Any], train:
     if "show_progress" in cls.config_class.model_fields:
         params["show_progress"] = False
     detector = cls(params)
-    started = time.time()
 
     def on_epoch(metrics: dict[str, float]) -> None:
         if metric in metrics:  # e.g. warm-up epochs without a validation loss are not rungs
-            tune.report({**metrics, "trial_started": started, "node_id": node})
+            tune.report({**metrics, "trial_started": started, "reported_at": time.time(), "node_id": node})
 
     report = detector.fit(train, val, progress=on_epoch)
     values = [h[metric] for h in report.history if metric in h and math.isfinite(h[metric])]
@@ -101,7 +101,7 @@ def _trial(config: dict[str, Any], *, method: str, fixed: dict[str, Any], train:
         tune.report(
             {metric: final, FIT_COMPLETE: 1, "threshold": float(detector.threshold),
              "epochs_run": len(report.history), "train_time_s": report.train_time_s,
-             "trial_started": started, "node_id": node},
+             "trial_started": started, "reported_at": time.time(), "node_id": node},
             checkpoint=tune.Checkpoint.from_directory(tmp),
         )
 
@@ -304,13 +304,17 @@ def _summarize(result: Any, spec: TuneSpec) -> TrialSummary:
 
 
 def _max_overlap(grid: Any) -> int:
-    """Most trials that were running at the same time (from their reported wall times)."""
+    """Most trials that were running at the same time (from their reported wall times).
+
+    Uses the trials' own float clocks: Tune's ``timestamp`` is whole seconds, so short
+    trials would seem to end before they started.
+    """
     spans = []
     for r in grid:
         df = r.metrics_dataframe
-        if df is None or "trial_started" not in df or "timestamp" not in df or not len(df):
+        if df is None or "trial_started" not in df or "reported_at" not in df or not len(df):
             continue
-        spans.append((float(df["trial_started"].iloc[0]), float(df["timestamp"].iloc[-1])))
+        spans.append((float(df["trial_started"].iloc[0]), float(df["reported_at"].iloc[-1])))
     events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
     now = peak = 0
     for _, d in events:
