@@ -79,3 +79,28 @@ def test_store_rejects_files_that_are_not_stores(tmp_path):
         TemplateStore.load(tmp_path / "x.json")
     with pytest.raises(DataError, match="no template store"):
         TemplateStore.load(tmp_path / "missing.json")
+
+
+def test_masks_with_unnamed_groups_run_in_re2_and_agree_with_python_re():
+    """Every shipped masking rule RE2 can compile runs as an Arrow kernel (unnamed groups
+    included), and gives what Python's ``re`` gives on real lines."""
+    import re
+    from pathlib import Path
+
+    import pyarrow as pa
+
+    from logad.sources.config import load_source_config
+    from logad.sources.lines import _re2_compiles, regex_replace
+
+    assert _re2_compiles(r"blk_-?\d+(\s+blk_-?\d+)*")
+    assert not _re2_compiles(r"(?<=a)b")  # look-behind: Python's re does it
+    lines = pa.array([
+        "Receiving block blk_-1608999687919862906 src: /10.250.19.102:54106 dest: /10.250.19.102:50010",
+        "BLOCK* ask 10.250.14.224:50010 to delete  blk_-1 blk_22 blk_-333",
+        "PacketResponder 1 for block blk_38865049064139660 terminating",
+    ])
+    for name in ("hdfs", "bgl", "openssh", "thunderbird"):
+        for rule in load_source_config(Path(__file__).resolve().parents[2] / "data_pipelines" / f"{name}.yaml").parsing.masking:
+            want = [re.sub(rule.pattern, "<*>", s) for s in lines.to_pylist()]
+            assert regex_replace(lines, rule.pattern, "<*>").to_pylist() == want, (name, rule.pattern)
+            assert regex_replace(lines, rule.pattern, "<*>", re2=False).to_pylist() == want

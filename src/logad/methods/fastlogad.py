@@ -218,6 +218,21 @@ def _chunk(tokens: list[np.ndarray], size: int) -> tuple[list[np.ndarray], np.nd
     return chunks, np.asarray(owner, dtype=np.int64), np.asarray(offset, dtype=np.int64)
 
 
+def _distinct(chunks: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+    """The distinct chunks (first-seen order) and, per chunk, the index of its distinct copy."""
+    index: dict[bytes, int] = {}
+    uniq: list[np.ndarray] = []
+    inverse = np.empty(len(chunks), dtype=np.int64)
+    for i, c in enumerate(chunks):
+        key = np.ascontiguousarray(c, dtype=np.int64).tobytes()
+        j = index.get(key)
+        if j is None:
+            j = index[key] = len(uniq)
+            uniq.append(c)
+        inverse[i] = j
+    return uniq, inverse
+
+
 def _collate(chunks: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     """[CLS] + tokens, right-padded with [PAD]; returns (input_ids, attention_mask)."""
     width = 1 + max((len(c) for c in chunks), default=0)
@@ -565,11 +580,19 @@ class FastLogAD(Detector):
 
     # -- inference ------------------------------------------------------------------------
 
-    def _chunk_batches(self, windows: pd.DataFrame) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, Iterator]:
+    def _chunk_batches(self, windows: pd.DataFrame) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray, Iterator]:
+        """Chunks of every window, run through the model once per *distinct* chunk.
+
+        Returns the distinct chunks, and for every chunk its window, its offset in
+        that window and its index among the distinct ones, then batches of distinct
+        chunks. A chunk's outputs depend on its tokens alone, so windows that repeat
+        a sequence (most sessions of a healthy service) share one forward pass.
+        """
         chunks, owner, offset = _chunk(self._tokens(windows), self.config.max_length - 1)
-        lengths = np.fromiter((len(x) for x in chunks), np.int64, len(chunks))
+        uniq, inverse = _distinct(chunks)
+        lengths = np.fromiter((len(x) for x in uniq), np.int64, len(uniq))
         batches = _length_batches(lengths, self.config.score_batch_size, None)
-        return chunks, owner, offset, iter(batches)
+        return uniq, owner, offset, inverse, iter(batches)
 
     def score(self, windows: pd.DataFrame | pa.Table) -> np.ndarray:
         """``||h_CLS||`` per window (max over chunks of long windows); higher = more anomalous."""
@@ -581,12 +604,13 @@ class FastLogAD(Detector):
         disc = self.discriminator
         assert disc is not None
         device = next(disc.parameters()).device
-        chunks, owner, _, batches = self._chunk_batches(frame)
+        uniq, owner, _, inverse, batches = self._chunk_batches(frame)
+        norms = np.empty(len(uniq))
         with torch.inference_mode():
             for idx in batches:
-                ids, attn = _collate([chunks[i] for i in idx])
-                norms = _cls_norms(disc, ids.to(device), attn.to(device)).double().cpu().numpy()
-                np.maximum.at(out, owner[idx], norms)
+                ids, attn = _collate([uniq[i] for i in idx])
+                norms[idx] = _cls_norms(disc, ids.to(device), attn.to(device)).double().cpu().numpy()
+        np.maximum.at(out, owner, norms[inverse])
         return out
 
     def explain(self, windows: pd.DataFrame | pa.Table) -> list[WindowExplanation]:
@@ -602,18 +626,23 @@ class FastLogAD(Detector):
         device = next(disc.parameters()).device
         scores = np.full(len(frame), -np.inf)
         evidence: list[list[tuple[float, int]]] = [[] for _ in range(len(frame))]
-        chunks, owner, offset, batches = self._chunk_batches(frame)
+        uniq, owner, offset, inverse, batches = self._chunk_batches(frame)
+        norms = np.empty(len(uniq))
+        flagged: list[list[tuple[float, int]]] = [[] for _ in uniq]  # (probability, position) per distinct chunk
         with torch.inference_mode():
             for idx in batches:
-                ids, attn = _collate([chunks[i] for i in idx])
+                ids, attn = _collate([uniq[i] for i in idx])
                 out = disc(input_ids=ids.to(device), attention_mask=attn.to(device), output_hidden_states=True)
-                norms = out.hidden_states[-1][:, 0].norm(dim=-1).double().cpu().numpy()
+                norms[idx] = out.hidden_states[-1][:, 0].norm(dim=-1).double().cpu().numpy()
                 probs = out.logits.sigmoid().cpu().numpy()
-                np.maximum.at(scores, owner[idx], norms)
-                for row, i in enumerate(idx):
-                    n = len(chunks[i])
+                for row, u in enumerate(idx):
+                    n = len(uniq[u])
                     hits = np.nonzero(probs[row, 1 : 1 + n] > self.config.explain_min_probability)[0]
-                    evidence[owner[i]] += [(float(probs[row, 1 + h]), int(offset[i] + h)) for h in hits]
+                    flagged[u] = [(float(probs[row, 1 + h]), int(h)) for h in hits]
+        np.maximum.at(scores, owner, norms[inverse])
+        for i, u in enumerate(inverse):
+            if flagged[u]:
+                evidence[owner[i]] += [(p, int(offset[i]) + h) for p, h in flagged[u]]
         ids_col = frame["window_id"].astype(str).tolist() if "window_id" in frame else [str(i) for i in range(len(frame))]
         lines_col = list(frame["lines"]) if "lines" in frame else None
         result = []

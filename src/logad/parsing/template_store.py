@@ -29,7 +29,7 @@ from drain3.drain import Drain, LogCluster
 
 from logad.errors import DataError
 from logad.sources.config import ParsingConfig
-from logad.sources.lines import _re2_ok, regex_replace
+from logad.sources.lines import _re2_compiles, regex_replace
 
 __all__ = ["UNKNOWN_ID", "Template", "TemplateMiner", "TemplateStore", "mask_contents", "template_id"]
 
@@ -57,7 +57,7 @@ _RE2: dict[str, bool] = {}
 
 def _re2_cached(pattern: str) -> bool:
     if pattern not in _RE2:
-        _RE2[pattern] = _re2_ok(pattern)
+        _RE2[pattern] = _re2_compiles(pattern)
     return _RE2[pattern]
 
 

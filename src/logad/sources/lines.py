@@ -21,8 +21,18 @@ __all__ = ["LineSplitter", "SplitLines", "extract_first", "regex_replace"]
 
 
 def _re2_ok(pattern: str) -> bool:
+    """Whether Arrow's ``extract_regex`` takes ``pattern`` (RE2, and every group named)."""
     try:
         pc.extract_regex(pa.array([""]), f"(?P<g>{pattern})" if "(?P<" not in pattern else pattern)
+        return True
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False
+
+
+def _re2_compiles(pattern: str) -> bool:
+    """Whether RE2 compiles ``pattern`` (enough for replacing; unnamed groups are fine)."""
+    try:
+        pc.match_substring_regex(pa.array([""], pa.string()), pattern)
         return True
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return False
@@ -31,7 +41,7 @@ def _re2_ok(pattern: str) -> bool:
 def regex_replace(values: pa.Array, pattern: str, replacement: str, *, re2: bool | None = None) -> pa.Array:
     """Replace every match of ``pattern`` (RE2 when it compiles there, else ``re``)."""
     if re2 is None:
-        re2 = _re2_ok(pattern)
+        re2 = _re2_compiles(pattern)
     if re2:
         return pc.replace_substring_regex(values, pattern, replacement.replace("\\", "\\\\"))
     rx = re.compile(pattern)
