@@ -645,9 +645,10 @@ class FastLogAD(Detector):
                 evidence[owner[i]] += [(p, int(offset[i]) + h) for p, h in flagged[u]]
         ids_col = frame["window_id"].astype(str).tolist() if "window_id" in frame else [str(i) for i in range(len(frame))]
         lines_col = list(frame["lines"]) if "lines" in frame else None
+        events_col = list(frame["event_ids"])  # one column read, not one frame lookup per window
         result = []
         for w in range(len(frame)):
-            events = list(frame["event_ids"].iloc[w])
+            events = events_col[w]
             found = sorted(evidence[w], key=lambda e: (-e[0], e[1]))
             result.append(WindowExplanation(
                 window_id=ids_col[w], score=float(scores[w]),

@@ -370,6 +370,7 @@ class Ingress:
             raise BodyError(413, f"body is {int(declared):,} bytes, over the limit of "
                                  f"{self.limits.max_body_bytes:,}; send smaller batches")
         body = await self._read_body(request)
+        t_read = time.perf_counter()
         lines, replaced = await asyncio.to_thread(decode_body, body, ctype, cenc, self.limits)
         try:
             ctx = await self._context(mv)
@@ -438,6 +439,7 @@ class Ingress:
             "summary": summary,
             "windows": windows,
             "timing_ms": {
+                "read": round((t_read - t0) * 1e3, 3),
                 "parse": round((t_parse - t0) * 1e3, 3),
                 "score": round((t_score - t_parse) * 1e3, 3),
                 "model": result["compute_ms"] if result else 0.0,
