@@ -1,6 +1,6 @@
 """The Ray Data ingest pipeline: read → split → mask → mine → match → group → Parquet.
 
-The raw input is read and parsed once, streaming, in two stages:
+The raw input is read and parsed once, streaming, in three stages:
 
 1. **Parse** (a fixed pool of stateful actors, one per CPU): read the
    shards, split headers, mask variables, find session ids, and stage the
@@ -11,13 +11,22 @@ The raw input is read and parsed once, streaming, in two stages:
    whole stream, at the cost of one pass over distinct messages. With a
    frozen store (``--templates``), the actors load it once each and match
    every line right there.
-2. **Match and group** (tasks): template ids for the staged lines (the store
-   cached once per worker process), window assignment, a keyed hash shuffle
-   that brings each window's lines together, and a vectorised Arrow
-   group-by per partition that writes the windows table.
+2. **Match and partition** (one task per staged file): template ids for
+   the staged lines (the store cached once per worker process), window
+   assignment, and the rows written out by a stable hash of their window
+   id into shuffle partitions on disk next to the output.
+3. **Group** (one task per partition): every line of a partition's windows
+   is now in one place; a vectorised Arrow group-by builds the windows and
+   writes them as one Parquet file.
 
-Everything after the staging write runs as tasks: an actor pool upstream of
-Ray Data's hash shuffle can hold every CPU the shuffle needs and deadlock it.
+The number of partitions grows with the input (about 128 MiB of raw log per
+partition), so no task ever holds more than one staged file or one
+partition: memory stays flat as the input grows. The shuffle lives on the
+output's filesystem, so on a multi-node cluster the output must be shared
+storage (object storage or a shared mount), as it must be for the windows
+themselves. Stage 2 and 3 tasks return their counts rather than sending
+them, and name their files after their input: a task Ray retries after a
+node failure overwrites its own files and is counted once.
 
 Nothing is dropped silently: every read, malformed, unknown or ungrouped line
 is counted in the run summary.
@@ -278,46 +287,105 @@ class _ParseLines:
 
 
 _STORE_CACHE: dict[str, TemplateStore] = {}
+_LABEL_CACHE: dict[str, dict] = {}
+# Raw log bytes per shuffle partition: what one group task holds at once. The number
+# of partitions grows with the input, so a task's memory does not.
+_PARTITION_BYTES = 128 << 20
 
 
-def _match_and_assign(rows: pa.Table, store_ref: list | None, grouping, file_names: list[str], counter) -> pa.Table:
-    """Stage 2 (a task): template ids for staged lines if needed, then window ids."""
+def _cached(cache: dict, ref_box: list) -> object:
+    """The value behind ``ref_box[0]`` (an ObjectRef), fetched once per worker process."""
+    key = ref_box[0].hex()
+    if key not in cache:
+        cache.clear()
+        cache[key] = ray.get(ref_box[0])
+    return cache[key]
+
+
+def _partition_of(window_ids: pa.Array, parts: int) -> np.ndarray:
+    """Shuffle partition of each window id: a stable hash, the same in every process."""
+    import pandas as pd
+
+    values = np.asarray(window_ids.to_pylist(), dtype=object)
+    return (pd.util.hash_array(values) % np.uint64(parts)).astype(np.int64)
+
+
+@ray.remote(num_cpus=1)
+def _match_partition(staged: str, store_box: list, grouping, file_names: list[str], shuffle: str,
+                     parts: int) -> dict:
+    """Stage 2, one task per staged file: template ids, window ids, then the rows written
+    out by shuffle partition (``shuffle/p00003/<staged name>``).
+
+    The output names derive from the input's, so a retried task overwrites its own
+    files and the counts it returns are taken once: nothing is counted twice.
+    """
+    import pyarrow.parquet as pq
+
+    fs, path = resolve_fs(staged)
+    rows = pq.read_table(path, filesystem=fs)
+    counts: dict[str, int] = {}
     if "masked" in rows.column_names:
-        key = store_ref[0].hex()
-        if key not in _STORE_CACHE:  # once per worker process, not per block
+        key = store_box[0].hex()
+        if key not in _STORE_CACHE:  # once per worker process, not per file
             _STORE_CACHE.clear()
-            _STORE_CACHE[key] = TemplateStore.from_dict(ray.get(store_ref[0]))
+            _STORE_CACHE[key] = TemplateStore.from_dict(ray.get(store_box[0]))
         ids = _STORE_CACHE[key].match(rows["masked"].combine_chunks())
         rows = rows.drop_columns(["masked"]).append_column("event_id", pa.array(ids, pa.int64()))
-        ray.get(counter.add.remote({"lines_unknown_template": int((ids == UNKNOWN_ID).sum())}, None,
-                                   _where("match")))
+        counts["lines_unknown_template"] = int((ids == UNKNOWN_ID).sum())
     sessions = rows["session"].combine_chunks() if "session" in rows.column_names else None
     keep = [c for c in ("ts", "file_idx", "offset", "line_no", "event_id", "raw", "line_label") if c in rows.column_names]
-    out = assign_windows(rows.select(keep), grouping, file_names=file_names, sessions=sessions)
-    return out.drop_columns(["line_no"])
+    out = assign_windows(rows.select(keep), grouping, file_names=file_names, sessions=sessions).drop_columns(["line_no"])
+    if out.num_rows:
+        part = _partition_of(out["window_id"].combine_chunks(), parts)
+        order = np.argsort(part, kind="stable")
+        out, part = out.take(pa.array(order)), part[order]
+        bounds = np.searchsorted(part, np.arange(parts + 1))
+        _, shuffle_path = resolve_fs(shuffle)
+        name = path.rsplit("/", 1)[-1]
+        for k in range(parts):
+            lo, hi = int(bounds[k]), int(bounds[k + 1])
+            if hi > lo:
+                fs.create_dir(f"{shuffle_path}/p{k:05d}", recursive=True)
+                pq.write_table(out.slice(lo, hi - lo), f"{shuffle_path}/p{k:05d}/{name}", filesystem=fs)
+    return {"counts": counts, "where": _where("match")}
 
 
-_LABEL_CACHE: dict[str, dict] = {}
+@ray.remote(num_cpus=1)
+def _group_partition(part_dir: str, out_file: str, source: str, label_box: list | None) -> dict:
+    """Stage 3, one task per shuffle partition: every line of its windows, grouped and written."""
+    import pyarrow.parquet as pq
 
-
-def _group_windows(rows: pa.Table, source: str, label_ref: list | None, counter) -> pa.Table:
-    """Build windows from one shuffle partition (a task: it holds no CPU between blocks)."""
-    labels = None
-    if label_ref:
-        key = label_ref[0].hex()
-        if key not in _LABEL_CACHE:  # once per worker process, not per block
-            _LABEL_CACHE.clear()
-            _LABEL_CACHE[key] = ray.get(label_ref[0])
-        labels = _LABEL_CACHE[key]
-    w = build_windows(rows, source, labels)
+    fs, path = resolve_fs(part_dir)
+    rows = pq.read_table(path, filesystem=fs)
+    labels = _cached(_LABEL_CACHE, label_box) if label_box else None
+    w = build_windows(rows, source, labels)  # type: ignore[arg-type]
+    del rows
+    _, out_path = resolve_fs(out_file)
+    pq.write_table(w, out_path, filesystem=fs)
     lab = w["label"]
     anomalous = int(pc.sum(pc.equal(lab, 1)).as_py() or 0)
     normal = int(pc.sum(pc.equal(lab, 0)).as_py() or 0)
-    ray.get(counter.add.remote({
-        "windows": w.num_rows, "windows_anomalous": anomalous, "windows_normal": normal,
-        "windows_unlabelled": w.num_rows - anomalous - normal,
-    }, None, _where("group")))
-    return w
+    return {"counts": {"windows": w.num_rows, "windows_anomalous": anomalous, "windows_normal": normal,
+                       "windows_unlabelled": w.num_rows - anomalous - normal},
+            "where": _where("group")}
+
+
+def _list_parquet(uri: str) -> list[str]:
+    """The Parquet files directly under ``uri`` (a folder), as URIs in the caller's form."""
+    fs, path = resolve_fs(uri)
+    if fs.get_file_info(path).type != pa.fs.FileType.Directory:
+        return []
+    infos = fs.get_file_info(pa.fs.FileSelector(path, recursive=False))
+    names = sorted(i.base_name for i in infos if i.type == pa.fs.FileType.File and i.base_name.endswith(".parquet"))
+    return [_join(uri, n) for n in names]
+
+
+def _list_dirs(uri: str) -> list[str]:
+    fs, path = resolve_fs(uri)
+    if fs.get_file_info(path).type != pa.fs.FileType.Directory:
+        return []
+    infos = fs.get_file_info(pa.fs.FileSelector(path, recursive=False))
+    return [_join(uri, n) for n in sorted(i.base_name for i in infos if i.type == pa.fs.FileType.Directory)]
 
 
 def load_label_file(path: str, config: SourceConfig) -> dict[str, int]:
@@ -439,31 +507,39 @@ def run_ingest(
         log(f"matched against the frozen store {templates} ({len(store)} templates)")
     summary.templates = len(store)
 
-    # Stage 2 (tasks, so nothing holds a CPU the shuffle needs): match, assign, group, write.
+    # Stage 2: match, assign windows and split the rows by window into shuffle partitions
+    # on disk (next to the output); stage 3: group each partition and write its windows.
+    # Tasks, one per staged file and one per partition: a task holds one file or one
+    # partition, never the whole input.
     t = time.perf_counter()
-    label_ref = [ray.put(label_map)] if label_map is not None else None
-    parts = num_partitions or max(cpus, math.ceil(sum(f.size for f in files) / (128 << 20)))
-    windows = (
-        ray.data.read_parquet(staging)
-        .map_batches(
-            _match_and_assign,
-            fn_kwargs={"store_ref": [ray.put(store.to_dict())], "grouping": config.grouping,
-                       "file_names": names, "counter": counter},
-            batch_format="pyarrow", batch_size=None,
-        )
-        .repartition(parts, keys=["window_id"])
-        .map_batches(
-            _group_windows,
-            fn_kwargs={"source": config.name, "label_ref": label_ref, "counter": counter},
-            batch_format="pyarrow", batch_size=None,
-        )
-    )
+    label_box = [ray.put(label_map)] if label_map is not None else None
+    raw_bytes = LogLinesDatasource(shards, encoding=config.encoding, batch_lines=batch_lines).estimate_inmemory_data_size()
+    parts = num_partitions or max(cpus, math.ceil((raw_bytes or 0) / _PARTITION_BYTES))
+    shuffle = _join(output, "_shuffle")
+    _clear_dir(shuffle)
+    store_box = [ray.put(store.to_dict())]
+    staged = _list_parquet(staging)
+    done = ray.get([_match_partition.remote(f, store_box, config.grouping, names, shuffle, parts) for f in staged])
+    log(f"matched and partitioned {len(staged)} staged file(s) into {parts} partition(s) "
+        f"in {time.perf_counter() - t:.1f}s")
     windows_dir = _join(output, "windows")
     _clear_dir(windows_dir)
-    windows.write_parquet(windows_dir)
+    wfs, wpath = resolve_fs(windows_dir)
+    wfs.create_dir(wpath, recursive=True)
+    part_dirs = _list_dirs(shuffle)
+    done += ray.get([_group_partition.remote(d, _join(windows_dir, f"part-{i:05d}.parquet"), config.name, label_box)
+                     for i, d in enumerate(part_dirs)])
+    if not part_dirs:  # no windows: still a readable (empty) table
+        import pyarrow.parquet as pq
+
+        from logad.windows import WINDOWS_SCHEMA
+
+        pq.write_table(WINDOWS_SCHEMA.empty_table(), _join(wpath, "part-00000.parquet"), filesystem=wfs)
+    ray.get([counter.add.remote(d["counts"], None, d["where"]) for d in done])
     _clear_dir(staging)
+    _clear_dir(shuffle)
     summary.seconds["match_group_write"] = round(time.perf_counter() - t, 3)
-    # (a fixed actor pool above: an autoscaling one starts with one actor and
+    # (a fixed actor pool in stage 1: an autoscaling one starts with one actor and
     # grows too late to matter for a pass of seconds to minutes)
 
     counts, errors, nodes = ray.get(counter.get.remote())
