@@ -19,7 +19,7 @@ The raw input is read and parsed once, streaming, in three stages:
    is now in one place; a vectorised Arrow group-by builds the windows and
    writes them as one Parquet file.
 
-The number of partitions grows with the input (about 128 MiB of raw log per
+The number of partitions grows with the input (about 64 MiB of raw log per
 partition), so no task ever holds more than one staged file or one
 partition: memory stays flat as the input grows. The shuffle lives on the
 output's filesystem, so on a multi-node cluster the output must be shared
@@ -290,7 +290,7 @@ _STORE_CACHE: dict[str, TemplateStore] = {}
 _LABEL_CACHE: dict[str, dict] = {}
 # Raw log bytes per shuffle partition: what one group task holds at once. The number
 # of partitions grows with the input, so a task's memory does not.
-_PARTITION_BYTES = 128 << 20
+_PARTITION_BYTES = 64 << 20
 
 
 def _cached(cache: dict, ref_box: list) -> object:
@@ -347,6 +347,8 @@ def _match_partition(staged: str, store_box: list, grouping, file_names: list[st
             if hi > lo:
                 fs.create_dir(f"{shuffle_path}/p{k:05d}", recursive=True)
                 pq.write_table(out.slice(lo, hi - lo), f"{shuffle_path}/p{k:05d}/{name}", filesystem=fs)
+    del rows, out
+    pa.default_memory_pool().release_unused()  # worker processes are reused: hand the pages back
     return {"counts": counts, "where": _where("match")}
 
 
@@ -365,8 +367,11 @@ def _group_partition(part_dir: str, out_file: str, source: str, label_box: list 
     lab = w["label"]
     anomalous = int(pc.sum(pc.equal(lab, 1)).as_py() or 0)
     normal = int(pc.sum(pc.equal(lab, 0)).as_py() or 0)
-    return {"counts": {"windows": w.num_rows, "windows_anomalous": anomalous, "windows_normal": normal,
-                       "windows_unlabelled": w.num_rows - anomalous - normal},
+    num_windows = w.num_rows
+    del w, lab
+    pa.default_memory_pool().release_unused()
+    return {"counts": {"windows": num_windows, "windows_anomalous": anomalous, "windows_normal": normal,
+                       "windows_unlabelled": num_windows - anomalous - normal},
             "where": _where("group")}
 
 
