@@ -115,3 +115,18 @@ def test_folders_are_expanded_in_order_and_missing_inputs_refused(tmp_path):
     assert [f.name for f in files] == ["b.log", "a.log"]
     with pytest.raises(DataError, match="does not exist"):
         list_inputs([str(tmp_path / "nope")])
+
+
+def test_ingest_counts_a_retried_report_once():
+    """A read task or batch that Ray re-runs reports under the same key: counted once."""
+    from logad.pipelines.ingest import _Counts
+
+    c = _Counts()
+    c.add(("read", "a.log", 0, 0), {"lines_read": 10}, [{"file": "a.log", "offset": 0, "error": "x"}], ("read", "n1"))
+    c.add(("read", "a.log", 0, 1), {"lines_read": 5}, None, ("read", "n1"))
+    c.add(("read", "a.log", 0, 0), {"lines_read": 10}, [{"file": "a.log", "offset": 0, "error": "x"}], ("read", "n2"))
+    c.add(("parse", 0, 0, 15), {"lines_parsed": 15, "lines_malformed": 1}, None, ("parse", "n2"))
+    counts, errors, nodes = c.get()
+    assert counts == {"lines_read": 15, "lines_parsed": 15, "lines_malformed": 1}
+    assert len(errors) == 1
+    assert nodes == {"read": ["n1", "n2"], "parse": ["n2"]}

@@ -26,7 +26,9 @@ output's filesystem, so on a multi-node cluster the output must be shared
 storage (object storage or a shared mount), as it must be for the windows
 themselves. Stage 2 and 3 tasks return their counts rather than sending
 them, and name their files after their input: a task Ray retries after a
-node failure overwrites its own files and is counted once.
+node failure overwrites its own files and is counted once. Stage 1 reports
+as it goes, each report keyed by the batch it is about (shard and batch
+number; first line and size), so a re-run batch replaces its report.
 
 Nothing is dropped silently: every read, malformed, unknown or ungrouped line
 is counted in the run summary.
@@ -95,31 +97,38 @@ class IngestSummary:
         return self.lines_read / total if total else 0.0
 
 
-@ray.remote(num_cpus=0)
-class _Counter:
-    """Collects counts from read tasks and workers (one per ingest run).
+class _Counts:
+    """Counts from read tasks, workers and tasks (one per ingest run; used as an actor).
 
-    Each call also says which stage ran where, so a run's summary lists the
-    Ray nodes that did the work (how a multi-node run is seen to spread).
+    Each report names the piece of work it is about (``key``, e.g. a shard's batch);
+    a report under a key already seen replaces the earlier one, so a task or batch
+    that Ray re-runs after a failure is counted once. Each call also says which
+    stage ran where, so a run's summary lists the Ray nodes that did the work (how
+    a multi-node run is seen to spread).
     """
 
     def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
-        self.errors: list[dict] = []
+        self.reports: dict[object, tuple[dict[str, int], list[dict]]] = {}
         self.nodes: dict[str, set[str]] = {}
 
-    def add(self, counts: dict[str, int], errors: list[dict] | None = None,
+    def add(self, key: object, counts: dict[str, int], errors: list[dict] | None = None,
             where: tuple[str, str] | None = None) -> None:
-        for k, v in counts.items():
-            self.counts[k] = self.counts.get(k, 0) + int(v)
-        if errors:
-            self.errors.extend(errors)
+        self.reports[key] = ({k: int(v) for k, v in counts.items()}, list(errors or []))
         if where:
             stage, node = where
             self.nodes.setdefault(stage, set()).add(node)
 
     def get(self) -> tuple[dict[str, int], list[dict], dict[str, list[str]]]:
-        return self.counts, self.errors, {k: sorted(v) for k, v in self.nodes.items()}
+        counts: dict[str, int] = {}
+        errors: list[dict] = []
+        for c, e in self.reports.values():
+            for k, v in c.items():
+                counts[k] = counts.get(k, 0) + v
+            errors.extend(e)
+        return counts, errors, {k: sorted(v) for k, v in self.nodes.items()}
+
+
+_Counter = ray.remote(num_cpus=0)(_Counts)
 
 
 def _where(stage: str) -> tuple[str, str]:
@@ -179,11 +188,12 @@ def _pack(shards: list[Shard], parallelism: int) -> list[list[Shard]]:
 def _make_reader(shards: list[Shard], encoding: str, batch_lines: int, counter) -> Callable:
     def read():
         for shard in shards:
-            for table, stats in read_shard(shard, encoding=encoding, batch_lines=batch_lines):
+            for i, (table, stats) in enumerate(read_shard(shard, encoding=encoding, batch_lines=batch_lines)):
                 if counter is not None:
                     d = stats.to_dict()
                     errors = d.pop("errors")
-                    ray.get(counter.add.remote(d, errors, _where("read")))
+                    key = ("read", shard.file.uri, shard.start, i)  # a re-run read task reports the same keys
+                    ray.get(counter.add.remote(key, d, errors, _where("read")))
                 yield table
 
     return read
@@ -281,7 +291,9 @@ class _ParseLines:
             lines["event_id"] = pa.array(self.store.match(masked), pa.int64())
             rows = pa.table(lines).filter(grouped)
             counts["lines_unknown_template"] = int(pc.sum(pc.equal(rows["event_id"], UNKNOWN_ID)).as_py() or 0)
-        calls.append(self.counter.add.remote(counts, None, _where("parse")))
+        # a batch is named by its first line and size, so a re-run batch replaces its report
+        first = (int(batch["file_idx"][0].as_py()), int(batch["offset"][0].as_py())) if len(raw) else (-1, -1)
+        calls.append(self.counter.add.remote(("parse", *first, len(raw)), counts, None, _where("parse")))
         ray.get(calls)
         return rows
 
@@ -540,7 +552,7 @@ def run_ingest(
         from logad.windows import WINDOWS_SCHEMA
 
         pq.write_table(WINDOWS_SCHEMA.empty_table(), _join(wpath, "part-00000.parquet"), filesystem=wfs)
-    ray.get([counter.add.remote(d["counts"], None, d["where"]) for d in done])
+    ray.get([counter.add.remote(("task", i), d["counts"], None, d["where"]) for i, d in enumerate(done)])
     _clear_dir(staging)
     _clear_dir(shuffle)
     summary.seconds["match_group_write"] = round(time.perf_counter() - t, 3)
