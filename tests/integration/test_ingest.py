@@ -93,6 +93,29 @@ def test_plain_gzip_zstd_and_byte_ranges_give_identical_windows(tmp_path, hdfs_c
     assert len(results["a.log"]) > 100
 
 
+def test_shuffle_partitions_change_files_not_windows(tmp_path, hdfs_config, hdfs_sample_lines):
+    text = "\n".join(hdfs_sample_lines[:6000]) + "\n"
+    (tmp_path / "a.log").write_text(text)
+    runs = {}
+    for parts in (1, 7):
+        out = tmp_path / f"p{parts}"
+        s = _ingest(hdfs_config, [tmp_path / "a.log"], out, num_partitions=parts, shard_bytes=96 << 10)
+        runs[parts] = (_as_dict(read_windows(out)), s)
+        assert len(list((out / "windows").glob("*.parquet"))) == parts
+        assert not (out / "_shuffle").exists() and not (out / "_staging").exists()
+    assert runs[1][0] == runs[7][0]
+    assert runs[1][1].windows == runs[7][1].windows == len(runs[1][0])
+    assert runs[1][1].lines_parsed == runs[7][1].lines_parsed == 6000
+
+
+def test_lines_in_no_window_give_an_empty_readable_table(tmp_path, hdfs_config, hdfs_sample_lines):
+    no_block = [ln.replace("blk_", "blk-") for ln in hdfs_sample_lines[:50]]  # ids the id regex misses
+    (tmp_path / "a.log").write_text("\n".join(no_block) + "\n")
+    s = _ingest(hdfs_config, [tmp_path / "a.log"], tmp_path / "out")
+    assert (s.windows, s.lines_without_window, s.lines_read) == (0, len(no_block), len(no_block))
+    assert len(read_windows(tmp_path / "out")) == 0
+
+
 def test_corrupt_zstd_is_reported_and_the_rest_is_processed(tmp_path, hdfs_config, hdfs_sample_lines):
     good = ("\n".join(hdfs_sample_lines[:3000]) + "\n").encode()
     bad = bytearray(zstandard.ZstdCompressor().compress(("\n".join(hdfs_sample_lines[3000:6000]) + "\n").encode()))
