@@ -247,12 +247,14 @@ class _ParseLines:
     """
 
     def __init__(self, config: SourceConfig, store: dict | None, file_uris: list[str],
-                 counter, collector=None) -> None:
+                 counter, staging: str, collector=None) -> None:
         self.config = config
         self.splitter = LineSplitter(config)
         self.store = TemplateStore.from_dict(store) if store is not None else None
         self.file_uris = pa.array(file_uris, pa.string())
         self.counter, self.collector = counter, collector
+        self.fs, self.staging = resolve_fs(staging)
+        self.fs.create_dir(self.staging, recursive=True)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         raw = batch["raw"].combine_chunks()
@@ -292,10 +294,19 @@ class _ParseLines:
             rows = pa.table(lines).filter(grouped)
             counts["lines_unknown_template"] = int(pc.sum(pc.equal(rows["event_id"], UNKNOWN_ID)).as_py() or 0)
         # a batch is named by its first line and size, so a re-run batch replaces its report
+        # and its staged file
         first = (int(batch["file_idx"][0].as_py()), int(batch["offset"][0].as_py())) if len(raw) else (-1, -1)
         calls.append(self.counter.add.remote(("parse", *first, len(raw)), counts, None, _where("parse")))
+        name = ""
+        if rows.num_rows:
+            # written here, not by a Ray Data write stage: the parsed lines never pass
+            # through the object store
+            import pyarrow.parquet as pq
+
+            name = f"part-{first[0]:06d}-{first[1]:016d}.parquet"
+            pq.write_table(rows, f"{self.staging}/{name}", filesystem=self.fs)
         ray.get(calls)
-        return rows
+        return pa.table({"staged": pa.array([name], pa.string()), "rows": pa.array([rows.num_rows], pa.int64())})
 
 
 _STORE_CACHE: dict[str, TemplateStore] = {}
@@ -488,7 +499,8 @@ def run_ingest(
     names = [_display_name(f, files) for f in files]
     # Logical CPUs are set so no stage can starve another on any cluster size:
     # parse actors take half a CPU each (one per CPU, so all cores are busy),
-    # reads and staging writes a quarter, leaving room on even a 1-CPU node.
+    # reads a quarter, leaving room on even a 1-CPU node. The actors write the
+    # staged Parquet themselves.
     lines = ray.data.read_datasource(
         LogLinesDatasource(shards, encoding=config.encoding, batch_lines=batch_lines, counter=counter,
                            target_tasks=2 * cpus),
@@ -507,10 +519,11 @@ def run_ingest(
         fn_constructor_kwargs={
             "config": config, "store": None if store is None else store.to_dict(),
             "file_uris": [f.uri for f in files], "counter": counter, "collector": collector,
+            "staging": staging,
         },
         batch_format="pyarrow", batch_size=None, compute=ray.data.ActorPoolStrategy(size=cpus),
         num_cpus=0.5,
-    ).write_parquet(staging, ray_remote_args={"num_cpus": 0.25})
+    ).materialize()  # one small row per staged file
     summary.seconds["parse"] = round(time.perf_counter() - t, 3)
     if store is None:
         t = time.perf_counter()
