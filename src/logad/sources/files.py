@@ -12,6 +12,7 @@ file and the compressed byte offset, and every line decoded before it is kept.
 
 from __future__ import annotations
 
+import codecs
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import zstandard
 
@@ -264,6 +266,103 @@ def _line_start(fh: pa.NativeFile, start: int) -> int:
 
 
 def _read_lines(chunks, shard: Shard, pos: int, encoding: str, batch_lines: int, stats: ReadStats):
+    if codecs.lookup(encoding).name != "utf-8":
+        yield from _read_lines_py(chunks, shard, pos, encoding, batch_lines, stats)
+        return
+    # UTF-8: lines are cut and decoded by Arrow kernels over whole chunks, no Python
+    # object per line (a batch with undecodable bytes is decoded line by line instead)
+    f = shard.file
+    end = shard.end
+    line_no = 0 if shard.start == 0 else -1
+    leftover = b""
+    pend: list[pa.Array] = []
+    pend_off: list[np.ndarray] = []
+    pend_n = 0
+    done = False
+    while not done:
+        try:
+            chunk = next(chunks, b"")
+        except _Corrupt as exc:
+            stats.errors.append({"file": f.uri, "offset": exc.offset, "error": str(exc)})
+            chunk = b""
+            leftover = b""  # a cut-off partial line is not a line
+        if not chunk:
+            buf = leftover + b"\n" if leftover else b""  # a last line without a line break
+            leftover = b""
+            done = True
+        else:
+            buf = leftover + chunk
+        if not buf:
+            continue
+        data = np.frombuffer(buf, np.uint8)
+        nl = np.flatnonzero(data == 10)
+        if not len(nl):
+            leftover = buf
+            continue
+        cut = int(nl[-1]) + 1
+        starts = np.concatenate(([0], nl[:-1] + 1)).astype(np.int64)
+        bounds = np.concatenate((starts, [cut])).astype(np.int32)
+        lines = pa.Array.from_buffers(pa.binary(), len(starts), [None, pa.py_buffer(bounds), pa.py_buffer(buf[:cut])])
+        leftover = buf[cut:]
+        lens = np.diff(bounds).astype(np.int64)  # with the line break
+        offs = pos + starts
+        pos += cut
+        if end is not None and offs[-1] >= end:
+            keep = int(np.searchsorted(offs, end, side="left"))
+            lines, offs, lens = lines.slice(0, keep), offs[:keep], lens[:keep]
+            done = True
+        stats.bytes_read += int(lens.sum())  # the bytes of this shard's own lines
+        if not len(lines):
+            continue
+        pend.append(lines)
+        pend_off.append(offs)
+        pend_n += len(lines)
+        while pend_n >= batch_lines:
+            merged = pa.concat_arrays(pend) if len(pend) > 1 else pend[0]
+            offs_all = np.concatenate(pend_off)
+            table, line_no = _arrow_table(merged.slice(0, batch_lines), offs_all[:batch_lines], f.index, line_no,
+                                          encoding, stats)
+            pend, pend_off, pend_n = [merged.slice(batch_lines)], [offs_all[batch_lines:]], pend_n - batch_lines
+            yield table, _flush(stats)
+    if pend_n:
+        merged = pa.concat_arrays(pend) if len(pend) > 1 else pend[0]
+        table, line_no = _arrow_table(merged, np.concatenate(pend_off), f.index, line_no, encoding, stats)
+        yield table, _flush(stats)
+    elif stats.files or stats.errors or stats.bytes_read or stats.empty_lines:
+        yield _empty_table(), _flush(stats)
+
+
+def _arrow_table(lines: pa.Array, offs: np.ndarray, file_idx: int, line_no: int, encoding: str,
+                 stats: ReadStats):
+    """A lines table from binary lines that still end in their line break."""
+    n = len(lines)
+    body = pc.binary_slice(lines, 0, -1)  # the "\n"
+    body = pc.if_else(pc.ends_with(body, pattern="\r"), pc.binary_slice(body, 0, -1), body)
+    try:
+        text = body.cast(pa.string())
+    except pa.ArrowInvalid:  # undecodable bytes: replaced and counted, line by line
+        return _to_table(body.to_pylist(), offs, file_idx, line_no, encoding, stats)
+    nums = np.arange(line_no, line_no + n, dtype=np.int64) if line_no >= 0 else np.full(n, -1, np.int64)
+    nonempty = pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(text)), 0).to_numpy(zero_copy_only=False)
+    stats.empty_lines += int(n - nonempty.sum())
+    stats.lines_read += n
+    if not nonempty.all():
+        idx = np.flatnonzero(nonempty)
+        text = text.take(pa.array(idx))
+        offs, nums = offs[idx], nums[idx]
+    table = pa.table(
+        {
+            "file_idx": pa.array(np.full(len(text), file_idx, np.int32)),
+            "offset": pa.array(offs, pa.int64()),
+            "line_no": pa.array(nums, pa.int64()),
+            "raw": text,
+        },
+        schema=LINES_SCHEMA,
+    )
+    return table, (line_no + n if line_no >= 0 else -1)
+
+
+def _read_lines_py(chunks, shard: Shard, pos: int, encoding: str, batch_lines: int, stats: ReadStats):
     f = shard.file
     end = shard.end
     line_no = 0 if shard.start == 0 else -1
