@@ -166,7 +166,7 @@ class LineSplitter:
         return {name: pc.struct_field(s, [i]) for i, name in enumerate(self.names)}, ok
 
     def _split_fast(self, raw: pa.Array) -> tuple[dict[str, pa.Array], np.ndarray]:
-        """Whitespace-separated headers without a regex: the same fields, 5-7x faster.
+        """Whitespace-separated headers without a regex: the same fields, 2-3.5x faster.
 
         The header pattern's fields are lazy (``.*?``) and its separators are a
         literal, a whitespace run and a literal. Where splitting the line at its
@@ -180,8 +180,8 @@ class LineSplitter:
         assert plan is not None
         k = len(plan) - 1
         parts = pc.ascii_split_whitespace(raw, max_splits=k)
-        good = pc.and_(pc.equal(pc.list_value_length(parts), k + 1),
-                       pc.invert(pc.match_substring(raw, "\x0b"))).to_numpy(zero_copy_only=False)
+        good = pc.fill_null(pc.and_(pc.equal(pc.list_value_length(parts), k + 1),
+                                    pc.invert(pc.match_substring(raw, "\x0b"))), False).to_numpy(zero_copy_only=False)
         idx = np.flatnonzero(good)
         sub = parts.take(pa.array(idx))
         tokens = [pc.list_element(sub, i) for i in range(k + 1)]
