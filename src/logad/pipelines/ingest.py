@@ -13,11 +13,12 @@ The raw input is read and parsed once, streaming, in three stages:
    every line right there.
 2. **Match and partition** (one task per staged file): template ids for
    the staged lines (the store cached once per worker process), window
-   assignment, and the rows written out by a stable hash of their window
-   id into shuffle partitions on disk next to the output.
-3. **Group** (one task per partition): every line of a partition's windows
-   is now in one place; a vectorised Arrow group-by builds the windows and
-   writes them as one Parquet file.
+   assignment, and the rows sorted by a stable hash of their window id into
+   shuffle partitions: one Parquet file per task next to the output, one row
+   group per partition.
+3. **Group** (one task per partition): its row group of every stage-2 file
+   holds every line of its windows; a vectorised Arrow group-by builds the
+   windows and writes them as one Parquet file.
 
 The number of partitions grows with the input (about 64 MiB of raw log per
 partition), so no task ever holds more than one staged file or one
@@ -337,10 +338,12 @@ def _partition_of(window_ids: pa.Array, parts: int) -> np.ndarray:
 def _match_partition(staged: str, store_box: list, grouping, file_names: list[str], shuffle: str,
                      parts: int) -> dict:
     """Stage 2, one task per staged file: template ids, window ids, then the rows written
-    out by shuffle partition (``shuffle/p00003/<staged name>``).
+    out sorted by shuffle partition, one Parquet row group per partition, in one file
+    (``shuffle/<staged name>``); returns which row group holds which partition.
 
-    The output names derive from the input's, so a retried task overwrites its own
-    files and the counts it returns are taken once: nothing is counted twice.
+    One file per task, not one per (task, partition): the file count grows with the
+    input, not with its square. The output name derives from the input's, so a retried
+    task overwrites its own file, and the counts it returns are taken once.
     """
     import pyarrow.parquet as pq
 
@@ -358,30 +361,38 @@ def _match_partition(staged: str, store_box: list, grouping, file_names: list[st
     sessions = rows["session"].combine_chunks() if "session" in rows.column_names else None
     keep = [c for c in ("ts", "file_idx", "offset", "line_no", "event_id", "raw", "line_label") if c in rows.column_names]
     out = assign_windows(rows.select(keep), grouping, file_names=file_names, sessions=sessions).drop_columns(["line_no"])
+    pieces: list[tuple[int, str, int]] = []  # (partition, file, row group)
     if out.num_rows:
         part = _partition_of(out["window_id"].combine_chunks(), parts)
         order = np.argsort(part, kind="stable")
         out, part = out.take(pa.array(order)), part[order]
         bounds = np.searchsorted(part, np.arange(parts + 1))
         _, shuffle_path = resolve_fs(shuffle)
-        name = path.rsplit("/", 1)[-1]
-        for k in range(parts):
-            lo, hi = int(bounds[k]), int(bounds[k + 1])
-            if hi > lo:
-                fs.create_dir(f"{shuffle_path}/p{k:05d}", recursive=True)
-                pq.write_table(out.slice(lo, hi - lo), f"{shuffle_path}/p{k:05d}/{name}", filesystem=fs)
+        target = _join(shuffle, path.rsplit("/", 1)[-1])
+        with pq.ParquetWriter(f"{shuffle_path}/{path.rsplit('/', 1)[-1]}", out.schema, filesystem=fs) as writer:
+            for k in range(parts):
+                lo, hi = int(bounds[k]), int(bounds[k + 1])
+                if hi > lo:
+                    writer.write_table(out.slice(lo, hi - lo), row_group_size=hi - lo)
+                    pieces.append((k, target, len(pieces)))
     del rows, out
     pa.default_memory_pool().release_unused()  # worker processes are reused: hand the pages back
-    return {"counts": counts, "where": _where("match")}
+    return {"counts": counts, "where": _where("match"), "pieces": pieces}
 
 
 @ray.remote(num_cpus=1)
-def _group_partition(part_dir: str, out_file: str, source: str, label_box: list | None) -> dict:
-    """Stage 3, one task per shuffle partition: every line of its windows, grouped and written."""
+def _group_partition(pieces: list[tuple[str, int]], out_file: str, source: str, label_box: list | None) -> dict:
+    """Stage 3, one task per shuffle partition: its row group of every stage-2 file, which
+    together hold every line of its windows, grouped and written."""
     import pyarrow.parquet as pq
 
-    fs, path = resolve_fs(part_dir)
-    rows = pq.read_table(path, filesystem=fs)
+    fs, _ = resolve_fs(out_file)
+    tables = []
+    for uri, group in pieces:
+        _, path = resolve_fs(uri)
+        tables.append(pq.ParquetFile(path, filesystem=fs).read_row_group(group))
+    rows = pa.concat_tables(tables)
+    del tables
     labels = _cached(_LABEL_CACHE, label_box) if label_box else None
     w = build_windows(rows, source, labels)  # type: ignore[arg-type]
     del rows
@@ -406,14 +417,6 @@ def _list_parquet(uri: str) -> list[str]:
     infos = fs.get_file_info(pa.fs.FileSelector(path, recursive=False))
     names = sorted(i.base_name for i in infos if i.type == pa.fs.FileType.File and i.base_name.endswith(".parquet"))
     return [_join(uri, n) for n in names]
-
-
-def _list_dirs(uri: str) -> list[str]:
-    fs, path = resolve_fs(uri)
-    if fs.get_file_info(path).type != pa.fs.FileType.Directory:
-        return []
-    infos = fs.get_file_info(pa.fs.FileSelector(path, recursive=False))
-    return [_join(uri, n) for n in sorted(i.base_name for i in infos if i.type == pa.fs.FileType.Directory)]
 
 
 def load_label_file(path: str, config: SourceConfig) -> dict[str, int]:
@@ -547,6 +550,8 @@ def run_ingest(
     parts = num_partitions or max(cpus, math.ceil((raw_bytes or 0) / _PARTITION_BYTES))
     shuffle = _join(output, "_shuffle")
     _clear_dir(shuffle)
+    sfs, spath = resolve_fs(shuffle)
+    sfs.create_dir(spath, recursive=True)
     store_box = [ray.put(store.to_dict())]
     staged = _list_parquet(staging)
     done = ray.get([_match_partition.remote(f, store_box, config.grouping, names, shuffle, parts) for f in staged])
@@ -556,10 +561,13 @@ def run_ingest(
     _clear_dir(windows_dir)
     wfs, wpath = resolve_fs(windows_dir)
     wfs.create_dir(wpath, recursive=True)
-    part_dirs = _list_dirs(shuffle)
-    done += ray.get([_group_partition.remote(d, _join(windows_dir, f"part-{i:05d}.parquet"), config.name, label_box)
-                     for i, d in enumerate(part_dirs)])
-    if not part_dirs:  # no windows: still a readable (empty) table
+    by_part: dict[int, list[tuple[str, int]]] = {}
+    for d in done:
+        for k, uri, group in d.pop("pieces"):
+            by_part.setdefault(k, []).append((uri, group))
+    done += ray.get([_group_partition.remote(by_part[k], _join(windows_dir, f"part-{i:05d}.parquet"), config.name,
+                                             label_box) for i, k in enumerate(sorted(by_part))])
+    if not by_part:  # no windows: still a readable (empty) table
         import pyarrow.parquet as pq
 
         from logad.windows import WINDOWS_SCHEMA
