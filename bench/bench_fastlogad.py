@@ -28,7 +28,7 @@ test labels) is printed in its own column as an upper bound only.
 
 Run (nice: CPU is shared)::
 
-    nice -n 10 python bench/bench_fastlogad.py [--windows bench/work/hdfs_2pct]
+    nice -n 10 python bench/bench_fastlogad.py [--windows bench/scratch/hdfs_2pct]
 
 Results: a markdown table on stdout, appended to docs/benchmarks.md with the
 date, machine and command, and the same figures as JSON in bench/results/.
@@ -54,8 +54,6 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("LOGAD_DATASETS", ROOT.parent / "shared" / "datasets"))
-if not DATA.exists():
-    DATA = Path("/work/shared/datasets")
 SECTIONS = ("hdfs-eventid", "hdfs2pct-fastlogad", "hdfs2pct-chronological", "liberty", "bgl2k", "speed")
 PAPER = {"hdfs": {"precision": 0.8480, "recall": 0.9999, "f1": 0.9177},
          "bgl": {"precision": 0.8828, "recall": 0.9866, "f1": 0.9314}}

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DATASETS, ROOT, record  # noqa: E402
 
-WORK = ROOT / "bench" / "work"
+WORK = ROOT / "bench" / "scratch"
 METHODS = ["fastlogad", "unseen", "deeplog", "pca", "isolation-forest"]
 
 

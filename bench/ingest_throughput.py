@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DATASETS, ROOT, record  # noqa: E402
 
-WORK = ROOT / "bench" / "work"
+WORK = ROOT / "bench" / "scratch"
 CONFIG = ROOT / "data_pipelines" / "hdfs.yaml"
 
 

@@ -3,7 +3,7 @@
 Each copy k rewrites ``blk_<n>`` as ``blk_<kk><n>`` so sessions keep their real
 length instead of growing k-fold. Writes a plain file and a zstd file.
 
-    python bench/make_hdfs_scaled.py --lines 5000000 --out bench/work
+    python bench/make_hdfs_scaled.py --lines 5000000 --out bench/scratch
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--src", default=str(DEFAULT_SRC))
     ap.add_argument("--lines", type=int, default=5_000_000)
-    ap.add_argument("--out", default=str(ROOT / "bench" / "work"))
+    ap.add_argument("--out", default=str(ROOT / "bench" / "scratch"))
     args = ap.parse_args()
     src = Path(args.src)
     if not src.exists():

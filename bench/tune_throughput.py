@@ -1,6 +1,6 @@
 """Sweep throughput: trials per hour for tune/fastlogad.yaml on this machine's CPUs.
 
-Ingests the bundled HDFS sample once (bench/work/hdfs_sample), then runs the
+Ingests the bundled HDFS sample once (bench/scratch/hdfs_sample), then runs the
 sweep file's search space with a bounded budget (``--num-samples`` trials of at
 most ``--max-epochs`` HST epochs, ASHA as in the file, one CPU per trial so
 trials run side by side) under the chronological protocol (the file's
@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, record  # noqa: E402
 
-WORK = ROOT / "bench" / "work"
+WORK = ROOT / "bench" / "scratch"
 
 
 def main() -> None:
