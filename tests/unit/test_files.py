@@ -134,9 +134,9 @@ def test_ingest_counts_a_retried_report_once():
 
 @pytest.mark.parametrize("shard_bytes,batch_lines", [(64 << 20, 65536), (97, 3), (1_000, 7)])
 def test_arrow_line_reader_equals_the_line_by_line_reader(tmp_path, monkeypatch, shard_bytes, batch_lines):
-    """UTF-8 input is cut and decoded by Arrow kernels; it must give exactly what the
-    line-by-line reader (kept for other encodings) gives: CRLF, blank and whitespace-only
-    lines, undecodable bytes, a last line without a break, byte-range shards."""
+    """UTF-8 input is decoded by one Arrow cast per batch; it must give exactly what
+    line-by-line decoding (used for other encodings and bad bytes) gives: CRLF, blank and
+    whitespace-only lines, undecodable bytes, a last line without a break, byte-range shards."""
     import pyarrow as pa
 
     from logad.sources import files as F
@@ -156,7 +156,12 @@ def test_arrow_line_reader_equals_the_line_by_line_reader(tmp_path, monkeypatch,
         return pa.concat_tables(tables).combine_chunks(), totals, [t.num_rows for t in tables]
 
     fast = run()
-    monkeypatch.setattr(F, "_read_lines", F._read_lines_py)
+    import pyarrow.compute as pc
+
+    def line_by_line(lines, offs, file_idx, line_no, encoding, stats):
+        return F._to_table(pc.binary_slice(lines, 0, -1).to_pylist(), offs, file_idx, line_no, encoding, stats)
+
+    monkeypatch.setattr(F, "_arrow_table", line_by_line)
     slow = run()
     assert fast[0].equals(slow[0])
     assert fast[1:] == slow[1:]

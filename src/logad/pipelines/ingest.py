@@ -43,10 +43,12 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from logad.errors import DataError
 from logad.parsing.template_store import UNKNOWN_ID, TemplateMiner, TemplateStore, mask_contents
@@ -55,6 +57,7 @@ from logad.sources.config import FixedGrouping, SessionGrouping, SourceConfig
 from logad.sources.files import InputFile, Shard, list_inputs, plan_shards, read_shard, resolve_fs
 from logad.sources.lines import LineSplitter
 from logad.windows.grouping import assign_windows, build_windows, session_ids
+from logad.windows.schema import WINDOWS_SCHEMA
 
 prepare_ray_env()
 import ray  # noqa: E402
@@ -302,8 +305,6 @@ class _ParseLines:
         if rows.num_rows:
             # written here, not by a Ray Data write stage: the parsed lines never pass
             # through the object store
-            import pyarrow.parquet as pq
-
             name = f"part-{first[0]:06d}-{first[1]:016d}.parquet"
             pq.write_table(rows, f"{self.staging}/{name}", filesystem=self.fs)
         ray.get(calls)
@@ -317,12 +318,13 @@ _LABEL_CACHE: dict[str, dict] = {}
 _PARTITION_BYTES = 64 << 20
 
 
-def _cached(cache: dict, ref_box: list) -> object:
-    """The value behind ``ref_box[0]`` (an ObjectRef), fetched once per worker process."""
+def _cached(cache: dict, ref_box: list, make: Callable = lambda v: v) -> Any:
+    """``make`` of the value behind ``ref_box[0]`` (an ObjectRef), built once per worker
+    process, not once per task."""
     key = ref_box[0].hex()
     if key not in cache:
         cache.clear()
-        cache[key] = ray.get(ref_box[0])
+        cache[key] = make(ray.get(ref_box[0]))
     return cache[key]
 
 
@@ -345,17 +347,12 @@ def _match_partition(staged: str, store_box: list, grouping, file_names: list[st
     input, not with its square. The output name derives from the input's, so a retried
     task overwrites its own file, and the counts it returns are taken once.
     """
-    import pyarrow.parquet as pq
-
     fs, path = resolve_fs(staged)
     rows = pq.read_table(path, filesystem=fs)
     counts: dict[str, int] = {}
     if "masked" in rows.column_names:
-        key = store_box[0].hex()
-        if key not in _STORE_CACHE:  # once per worker process, not per file
-            _STORE_CACHE.clear()
-            _STORE_CACHE[key] = TemplateStore.from_dict(ray.get(store_box[0]))
-        ids = _STORE_CACHE[key].match(rows["masked"].combine_chunks())
+        store = _cached(_STORE_CACHE, store_box, TemplateStore.from_dict)
+        ids = store.match(rows["masked"].combine_chunks())
         rows = rows.drop_columns(["masked"]).append_column("event_id", pa.array(ids, pa.int64()))
         counts["lines_unknown_template"] = int((ids == UNKNOWN_ID).sum())
     sessions = rows["session"].combine_chunks() if "session" in rows.column_names else None
@@ -367,9 +364,9 @@ def _match_partition(staged: str, store_box: list, grouping, file_names: list[st
         order = np.argsort(part, kind="stable")
         out, part = out.take(pa.array(order)), part[order]
         bounds = np.searchsorted(part, np.arange(parts + 1))
-        _, shuffle_path = resolve_fs(shuffle)
-        target = _join(shuffle, path.rsplit("/", 1)[-1])
-        with pq.ParquetWriter(f"{shuffle_path}/{path.rsplit('/', 1)[-1]}", out.schema, filesystem=fs) as writer:
+        name = path.rsplit("/", 1)[-1]
+        target = _join(shuffle, name)
+        with pq.ParquetWriter(resolve_fs(target)[1], out.schema, filesystem=fs) as writer:
             for k in range(parts):
                 lo, hi = int(bounds[k]), int(bounds[k + 1])
                 if hi > lo:
@@ -384,19 +381,13 @@ def _match_partition(staged: str, store_box: list, grouping, file_names: list[st
 def _group_partition(pieces: list[tuple[str, int]], out_file: str, source: str, label_box: list | None) -> dict:
     """Stage 3, one task per shuffle partition: its row group of every stage-2 file, which
     together hold every line of its windows, grouped and written."""
-    import pyarrow.parquet as pq
-
-    fs, _ = resolve_fs(out_file)
-    tables = []
-    for uri, group in pieces:
-        _, path = resolve_fs(uri)
-        tables.append(pq.ParquetFile(path, filesystem=fs).read_row_group(group))
+    fs, out_path = resolve_fs(out_file)
+    tables = [pq.ParquetFile(resolve_fs(uri)[1], filesystem=fs).read_row_group(group) for uri, group in pieces]
     rows = pa.concat_tables(tables)
     del tables
     labels = _cached(_LABEL_CACHE, label_box) if label_box else None
     w = build_windows(rows, source, labels)  # type: ignore[arg-type]
     del rows
-    _, out_path = resolve_fs(out_file)
     pq.write_table(w, out_path, filesystem=fs)
     lab = w["label"]
     anomalous = int(pc.sum(pc.equal(lab, 1)).as_py() or 0)
@@ -407,16 +398,6 @@ def _group_partition(pieces: list[tuple[str, int]], out_file: str, source: str, 
     return {"counts": {"windows": num_windows, "windows_anomalous": anomalous, "windows_normal": normal,
                        "windows_unlabelled": num_windows - anomalous - normal},
             "where": _where("group")}
-
-
-def _list_parquet(uri: str) -> list[str]:
-    """The Parquet files directly under ``uri`` (a folder), as URIs in the caller's form."""
-    fs, path = resolve_fs(uri)
-    if fs.get_file_info(path).type != pa.fs.FileType.Directory:
-        return []
-    infos = fs.get_file_info(pa.fs.FileSelector(path, recursive=False))
-    names = sorted(i.base_name for i in infos if i.type == pa.fs.FileType.File and i.base_name.endswith(".parquet"))
-    return [_join(uri, n) for n in names]
 
 
 def load_label_file(path: str, config: SourceConfig) -> dict[str, int]:
@@ -504,11 +485,11 @@ def run_ingest(
     # parse actors take half a CPU each (one per CPU, so all cores are busy),
     # reads a quarter, leaving room on even a 1-CPU node. The actors write the
     # staged Parquet themselves.
+    datasource = LogLinesDatasource(shards, encoding=config.encoding, batch_lines=batch_lines, counter=counter,
+                                    target_tasks=2 * cpus)
     lines = ray.data.read_datasource(
-        LogLinesDatasource(shards, encoding=config.encoding, batch_lines=batch_lines, counter=counter,
-                           target_tasks=2 * cpus),
-        # exactly one block per packed read task, so Ray fuses the reads into the parse
-        # actors instead of splitting blocks and shipping them through the object store
+        datasource,
+        # one block per packed read task: few, large blocks for the parse actors
         override_num_blocks=len(_pack(shards, 2 * cpus)),
         ray_remote_args={"num_cpus": 0.25},
     )
@@ -517,7 +498,7 @@ def run_ingest(
     _clear_dir(staging)
     t = time.perf_counter()
     collector = _CollectorActor.remote() if store is None else None
-    lines.map_batches(
+    staged_rows = lines.map_batches(
         _ParseLines,
         fn_constructor_kwargs={
             "config": config, "store": None if store is None else store.to_dict(),
@@ -526,7 +507,7 @@ def run_ingest(
         },
         batch_format="pyarrow", batch_size=None, compute=ray.data.ActorPoolStrategy(size=cpus),
         num_cpus=0.5,
-    ).materialize()  # one small row per staged file
+    ).take_all()  # one small row per batch: the staged file it wrote
     summary.seconds["parse"] = round(time.perf_counter() - t, 3)
     if store is None:
         t = time.perf_counter()
@@ -546,14 +527,13 @@ def run_ingest(
     # partition, never the whole input.
     t = time.perf_counter()
     label_box = [ray.put(label_map)] if label_map is not None else None
-    raw_bytes = LogLinesDatasource(shards, encoding=config.encoding, batch_lines=batch_lines).estimate_inmemory_data_size()
-    parts = num_partitions or max(cpus, math.ceil((raw_bytes or 0) / _PARTITION_BYTES))
+    parts = num_partitions or max(cpus, math.ceil((datasource.estimate_inmemory_data_size() or 0) / _PARTITION_BYTES))
     shuffle = _join(output, "_shuffle")
     _clear_dir(shuffle)
     sfs, spath = resolve_fs(shuffle)
     sfs.create_dir(spath, recursive=True)
     store_box = [ray.put(store.to_dict())]
-    staged = _list_parquet(staging)
+    staged = sorted({_join(staging, r["staged"]) for r in staged_rows if r["staged"]})
     done = ray.get([_match_partition.remote(f, store_box, config.grouping, names, shuffle, parts) for f in staged])
     log(f"matched and partitioned {len(staged)} staged file(s) into {parts} partition(s) "
         f"in {time.perf_counter() - t:.1f}s")
@@ -568,10 +548,6 @@ def run_ingest(
     done += ray.get([_group_partition.remote(by_part[k], _join(windows_dir, f"part-{i:05d}.parquet"), config.name,
                                              label_box) for i, k in enumerate(sorted(by_part))])
     if not by_part:  # no windows: still a readable (empty) table
-        import pyarrow.parquet as pq
-
-        from logad.windows import WINDOWS_SCHEMA
-
         pq.write_table(WINDOWS_SCHEMA.empty_table(), _join(wpath, "part-00000.parquet"), filesystem=wfs)
     ray.get([counter.add.remote(("task", i), d["counts"], None, d["where"]) for i, d in enumerate(done)])
     _clear_dir(staging)

@@ -266,11 +266,8 @@ def _line_start(fh: pa.NativeFile, start: int) -> int:
 
 
 def _read_lines(chunks, shard: Shard, pos: int, encoding: str, batch_lines: int, stats: ReadStats):
-    if codecs.lookup(encoding).name != "utf-8":
-        yield from _read_lines_py(chunks, shard, pos, encoding, batch_lines, stats)
-        return
-    # UTF-8: lines are cut and decoded by Arrow kernels over whole chunks, no Python
-    # object per line (a batch with undecodable bytes is decoded line by line instead)
+    # Lines are cut at b"\n" over whole chunks (numpy finds the breaks, one Arrow binary
+    # array holds the lines) and decoded per batch: no Python object per line in UTF-8
     f = shard.file
     end = shard.end
     line_no = 0 if shard.start == 0 else -1
@@ -334,13 +331,18 @@ def _read_lines(chunks, shard: Shard, pos: int, encoding: str, batch_lines: int,
 
 def _arrow_table(lines: pa.Array, offs: np.ndarray, file_idx: int, line_no: int, encoding: str,
                  stats: ReadStats):
-    """A lines table from binary lines that still end in their line break."""
+    """A lines table from binary lines that still end in their line break.
+
+    UTF-8 is decoded by one Arrow cast; another encoding, or a batch with
+    undecodable bytes (replaced and counted), is decoded line by line.
+    """
     n = len(lines)
     body = pc.binary_slice(lines, 0, -1)  # the "\n"
-    body = pc.if_else(pc.ends_with(body, pattern="\r"), pc.binary_slice(body, 0, -1), body)
+    if codecs.lookup(encoding).name != "utf-8":
+        return _to_table(body.to_pylist(), offs, file_idx, line_no, encoding, stats)
     try:
-        text = body.cast(pa.string())
-    except pa.ArrowInvalid:  # undecodable bytes: replaced and counted, line by line
+        text = pc.if_else(pc.ends_with(body, pattern="\r"), pc.binary_slice(body, 0, -1), body).cast(pa.string())
+    except pa.ArrowInvalid:
         return _to_table(body.to_pylist(), offs, file_idx, line_no, encoding, stats)
     nums = np.arange(line_no, line_no + n, dtype=np.int64) if line_no >= 0 else np.full(n, -1, np.int64)
     nonempty = pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(text)), 0).to_numpy(zero_copy_only=False)
@@ -360,52 +362,6 @@ def _arrow_table(lines: pa.Array, offs: np.ndarray, file_idx: int, line_no: int,
         schema=LINES_SCHEMA,
     )
     return table, (line_no + n if line_no >= 0 else -1)
-
-
-def _read_lines_py(chunks, shard: Shard, pos: int, encoding: str, batch_lines: int, stats: ReadStats):
-    f = shard.file
-    end = shard.end
-    line_no = 0 if shard.start == 0 else -1
-    leftover = b""
-    pending: list[bytes] = []
-    pending_off: list[np.ndarray] = []
-    done = False
-    while not done:
-        try:
-            chunk = next(chunks, b"")
-        except _Corrupt as exc:
-            stats.errors.append({"file": f.uri, "offset": exc.offset, "error": str(exc)})
-            chunk = b""
-            leftover = b""  # a cut-off partial line is not a line
-        if not chunk:
-            parts = [leftover] if leftover else []
-            done = True
-        else:
-            parts = (leftover + chunk).split(b"\n")
-            leftover = parts.pop()
-        if not parts:
-            continue
-        lens = np.fromiter((len(p) + 1 for p in parts), dtype=np.int64, count=len(parts))
-        offs = pos + np.concatenate(([0], np.cumsum(lens)[:-1]))
-        pos += int(lens.sum())
-        if end is not None and offs[-1] >= end:
-            keep = int(np.searchsorted(offs, end, side="left"))
-            parts, offs, lens = parts[:keep], offs[:keep], lens[:keep]
-            done = True
-        stats.bytes_read += int(lens.sum())  # the bytes of this shard's own lines
-        pending.extend(parts)
-        pending_off.append(offs)
-        while len(pending) >= batch_lines:
-            take, pending = pending[:batch_lines], pending[batch_lines:]
-            offs_all = np.concatenate(pending_off)
-            pending_off = [offs_all[batch_lines:]]
-            table, line_no = _to_table(take, offs_all[:batch_lines], f.index, line_no, encoding, stats)
-            yield table, _flush(stats)
-    if pending:
-        table, line_no = _to_table(pending, np.concatenate(pending_off), f.index, line_no, encoding, stats)
-        yield table, _flush(stats)
-    elif stats.files or stats.errors or stats.bytes_read or stats.empty_lines:
-        yield _empty_table(), _flush(stats)
 
 
 def _flush(stats: ReadStats) -> ReadStats:
