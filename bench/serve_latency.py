@@ -1,11 +1,11 @@
 """Serving latency and throughput: HTTP detect vs in-process scoring of the same lines.
 
 Starts the service from serve/config.yaml on 127.0.0.1 (loopback only) with one
-Ingress and one Scorer replica (fixed, so the numbers are about one replica),
+replica (fixed, so the numbers are about one replica),
 sends bounded bursts of HDFS requests of 10, 100 and 1,000 lines at
 concurrency 1, 4 and 16, and compares them with parsing + scoring the same
 lines in this process (from_lines + explain, what the replicas run). Then
-throughput against Scorer replicas (1, 2) for 1,000-line requests at
+throughput against replicas (1, 2) for 1,000-line requests at
 concurrency 16. Client, proxy and replicas share the machine.
 
     python bench/serve_latency.py [--seconds 4] [--max-requests 300]
@@ -94,8 +94,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=4.0, help="per cell (bounded)")
     ap.add_argument("--max-requests", type=int, default=300, help="per cell (bounded)")
-    ap.add_argument("--scorer-threads", type=int, default=0,
-                    help="app arg scorer_threads (0: Ray's default, 1 torch thread for a 0.25-CPU replica)")
+    ap.add_argument("--torch-threads", type=int, default=0,
+                    help="app arg torch_threads (0: Ray's default, 1 torch thread for a 0.25-CPU replica)")
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
 
@@ -111,8 +111,8 @@ def main() -> int:
     bodies = {s: [("\n".join(c) + "\n").encode() for c in cs] for s, cs in chunks.items()}
     local = in_process(work / "hdfs", chunks, 40)
 
-    fixed = {"Ingress": {"num_replicas": 1}, "Scorer": {"num_replicas": 1}}
-    app_args = {"scorer_threads": args.scorer_threads}
+    fixed = {"Ingress": {"num_replicas": 1}}
+    app_args = {"torch_threads": args.torch_threads}
     url = start(work / "registry", port=free_port(), config=ROOT / "serve" / "config.yaml",
                 deployments=fixed, args=app_args, log=lambda _: None)
     detect = f"{url}/v1/sources/hdfs/detect"
@@ -129,24 +129,24 @@ def main() -> int:
     scaling = []
     for replicas in (1, 2):
         start(work / "registry", port=int(url.rsplit(":", 1)[1]), config=ROOT / "serve" / "config.yaml",
-              deployments={"Ingress": {"num_replicas": 1}, "Scorer": {"num_replicas": replicas}},
+              deployments={"Ingress": {"num_replicas": replicas}},
               args=app_args, log=lambda _: None)
         deadline = time.monotonic() + 120
-        while serve.status().applications["logad"].deployments["Scorer"].replica_states.get("RUNNING", 0) != replicas:
+        while serve.status().applications["logad"].deployments["Ingress"].replica_states.get("RUNNING", 0) != replicas:
             if time.monotonic() > deadline:
-                raise SystemExit(f"Scorer did not reach {replicas} replicas in 120 s")
+                raise SystemExit(f"the service did not reach {replicas} replicas in 120 s")
             time.sleep(0.5)
         asyncio.run(burst(detect, bodies[1000], 4, 1.5, 20))
         r = asyncio.run(burst(detect, bodies[1000], 16, args.seconds * 1.5, args.max_requests))
-        r.update(scorer_replicas=replicas)
+        r.update(replicas=replicas)
         scaling.append(r)
-        print(f"scorer replicas {replicas}: {r['lines_per_s']:,.0f} lines/s, p50 {r['p50_ms']:.0f} ms")
+        print(f"replicas {replicas}: {r['lines_per_s']:,.0f} lines/s, p50 {r['p50_ms']:.0f} ms")
     stop()
     serve.shutdown()
 
-    md = ["HDFS requests over HTTP (text/plain) to one Ingress and one Scorer replica (0.25 CPU each), "
+    md = ["HDFS requests over HTTP (text/plain) to one replica (0.25 CPU; it parses and scores), "
           f"vs the same parse + explain in one process. Default-size FastLogAD (hidden 128, 2 layers); "
-          f"scorer_threads={args.scorer_threads}. "
+          f"torch_threads={args.torch_threads}. "
           "Client, Serve proxy and replicas share the machine's cores.", "",
           "| lines/request | concurrency | HTTP p50 ms | HTTP p99 ms | HTTP lines/s | in-process p50 ms | in-process p99 ms | in-process lines/s |",
           "|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -157,16 +157,16 @@ def main() -> int:
     goal = [r for r in rows if r["size"] == 1000 and r["concurrency"] == 1][0]
     md += ["", f"Goal p99 < 50 ms for 1,000-line requests at concurrency 1: "
            f"{'met' if goal['p99_ms'] < 50 else 'not met'} (p99 {goal['p99_ms']:.1f} ms).", "",
-           "Throughput vs Scorer replicas (1,000-line requests, concurrency 16, one Ingress):", "",
-           "| Scorer replicas | lines/s | requests/s | p50 ms | p99 ms |", "|---:|---:|---:|---:|---:|"]
+           "Throughput vs replicas (1,000-line requests, concurrency 16):", "",
+           "| replicas | lines/s | requests/s | p50 ms | p99 ms |", "|---:|---:|---:|---:|---:|"]
     for r in scaling:
-        md.append(f"| {r['scorer_replicas']} | {r['lines_per_s']:,.0f} | {r['rps']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} |")
+        md.append(f"| {r['replicas']} | {r['lines_per_s']:,.0f} | {r['rps']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} |")
     text = "\n".join(md)
     if args.no_record:
         print(text)
     else:
-        record(f"Serving latency: HTTP detect vs in-process (scorer_threads={args.scorer_threads})", text,
-               {"http": rows, "in_process": local, "scorer_replicas": scaling}, f"serve_latency_threads{args.scorer_threads}.json")
+        record(f"Serving latency: HTTP detect vs in-process (torch_threads={args.torch_threads})", text,
+               {"http": rows, "in_process": local, "replicas": scaling}, f"serve_latency_threads{args.torch_threads}.json")
     return 0
 
 

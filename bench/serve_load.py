@@ -1,11 +1,11 @@
-"""Autoscaling under load: Scorer replicas go up with the load and back down after it.
+"""Autoscaling under load: replicas go up with the load and back down after it.
 
 Starts the service from serve/config.yaml (autoscaling as configured there) on
 127.0.0.1, stays idle a few seconds, sends HDFS requests from CONCURRENCY
-clients for LOAD seconds, then idles until the Scorer is back at its minimum
+clients for LOAD seconds, then idles until the replicas are back at their minimum
 (or COOLDOWN seconds pass). Everything is bounded: loopback only, at most
 --max-requests requests. A watcher samples, twice a second, the requests in
-flight (client side) and the replicas per deployment from ``serve.status()``.
+flight (client side) and the replicas from ``serve.status()``.
 
     python bench/serve_load.py [--concurrency 16] [--load 30] [--cooldown 45] [--lines 200]
 """
@@ -68,10 +68,9 @@ def main() -> int:
     def watch() -> None:
         while not done.is_set():
             st = serve.status()
-            s_run, s_all = replicas(st, "Scorer")
-            i_run, _ = replicas(st, "Ingress")
+            run, total = replicas(st, "Ingress")
             timeline.append({"t": round(time.perf_counter() - t0, 1), "in_flight": inflight,
-                             "scorer_running": s_run, "scorer_starting": s_all - s_run, "ingress_running": i_run})
+                             "running": run, "starting": total - run})
             done.wait(0.5)
 
     watcher = threading.Thread(target=watch, daemon=True)
@@ -114,7 +113,7 @@ def main() -> int:
     deadline = time.perf_counter() + args.cooldown
     while time.perf_counter() < deadline:
         time.sleep(1)
-        if timeline and timeline[-1]["scorer_running"] <= 1 and timeline[-1]["scorer_starting"] == 0 \
+        if timeline and timeline[-1]["running"] <= 1 and timeline[-1]["starting"] == 0 \
                 and time.perf_counter() - t0 > load_end + 3:
             break
     time.sleep(1)
@@ -123,35 +122,35 @@ def main() -> int:
     stop()
     serve.shutdown()
 
-    peak = max(r["scorer_running"] for r in timeline)
-    up = next((r["t"] for r in timeline if r["scorer_running"] > 1), None)
-    back = next((r["t"] for r in timeline if r["t"] > load_end and r["scorer_running"] <= 1), None)
+    peak = max(r["running"] for r in timeline)
+    up = next((r["t"] for r in timeline if r["running"] > 1), None)
+    back = next((r["t"] for r in timeline if r["t"] > load_end and r["running"] <= 1), None)
     a = np.array(lat) * 1e3
     summary = {
         "concurrency": args.concurrency, "lines_per_request": args.lines, "load_s": args.load,
         "load_start_s": round(load_start, 1), "load_end_s": round(load_end, 1), "requests": len(lat),
         "errors": errors, "p50_ms": float(np.percentile(a, 50)) if len(a) else None,
         "p99_ms": float(np.percentile(a, 99)) if len(a) else None,
-        "rps": len(lat) / args.load, "peak_scorer_replicas": peak,
+        "rps": len(lat) / args.load, "peak_replicas": peak,
         "first_scale_up_s": up, "back_to_one_s": back,
     }
     # the timeline, thinned to rows where something changed (and one every 5 s)
     rows, last, last_t = [], None, -10.0
     for r in timeline:
-        key = (min(r["in_flight"], 1), r["scorer_running"], r["scorer_starting"], r["ingress_running"])
+        key = (min(r["in_flight"], 1), r["running"], r["starting"])
         if key != last or r["t"] - last_t >= 5:
             rows.append(r)
             last, last_t = key, r["t"]
     md = [f"{args.concurrency} clients sent {args.lines}-line HDFS requests from t={load_start:.1f}s to "
-          f"t={load_end:.1f}s; Scorer autoscaling as in serve/config.yaml (1–4 replicas, target 2 "
+          f"t={load_end:.1f}s; autoscaling as in serve/config.yaml (1–4 replicas, target 4 "
           "ongoing requests, upscale delay 2 s, downscale delay 10 s, 0.25 CPU each).", "",
           f"- requests {len(lat):,} ({errors} errors), {summary['rps']:.1f} req/s, p50 "
           f"{summary['p50_ms']:.0f} ms, p99 {summary['p99_ms']:.0f} ms",
-          f"- Scorer replicas: peak {peak}; first above 1 at t={up}s; back to 1 at t={back}s", "",
-          "| t (s) | requests in flight | Scorer running | Scorer starting | Ingress running |",
-          "|---:|---:|---:|---:|---:|"]
+          f"- replicas: peak {peak}; first above 1 at t={up}s; back to 1 at t={back}s", "",
+          "| t (s) | requests in flight | replicas running | replicas starting |",
+          "|---:|---:|---:|---:|"]
     for r in rows:
-        md.append(f"| {r['t']} | {r['in_flight']} | {r['scorer_running']} | {r['scorer_starting']} | {r['ingress_running']} |")
+        md.append(f"| {r['t']} | {r['in_flight']} | {r['running']} | {r['starting']} |")
     text = "\n".join(md)
     if args.no_record:
         print(text)

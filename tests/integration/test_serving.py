@@ -273,13 +273,13 @@ def test_promotion_is_picked_up_without_a_restart(url, registry, sources, tmp_pa
         time.sleep(0.25)
 
 
-def test_a_killed_scorer_replica_is_replaced(url, sources):
+def test_a_killed_replica_is_replaced(url, sources):
     import ray
     from ray import serve
 
     lines = sources["bgl"][0][:200]
     ref = _detect(url, "bgl", lines)
-    victims = [a for a in ray.util.list_named_actors(all_namespaces=True) if "Scorer" in a["name"]]
+    victims = [a for a in ray.util.list_named_actors(all_namespaces=True) if "#Ingress#" in a["name"]]
     assert victims, ray.util.list_named_actors(all_namespaces=True)
     for a in victims:
         ray.kill(ray.get_actor(a["name"], namespace=a["namespace"]), no_restart=True)
@@ -297,12 +297,12 @@ def test_a_killed_scorer_replica_is_replaced(url, sources):
         time.sleep(0.5)
     assert ok is not None and ok["windows"] == ref["windows"]
     while time.monotonic() < deadline:
-        dep = serve.status().applications["logad"].deployments["Scorer"]
+        dep = serve.status().applications["logad"].deployments["Ingress"]
         if dep.status == "HEALTHY":
             break
         time.sleep(0.5)
     assert dep.status == "HEALTHY"
-    names = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if "Scorer" in a["name"]}
+    names = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if "#Ingress#" in a["name"]}
     assert names and not names & {a["name"] for a in victims}
     for _ in range(3):
         assert _detect(url, "bgl", lines)["windows"] == ref["windows"]

@@ -2,7 +2,7 @@
 
 A tiny FastLogAD is trained in this process on the bundled HDFS sample and
 registered; Serve then runs on ``multinode_cluster`` (a CPU-less head and two
-one-CPU workers) with two Ingress and two Scorer replicas. The replicas must
+one-CPU workers) with two replicas of its one deployment. The replicas must
 land on both workers (never the head), answer over real HTTP with the scores
 in-process scoring gives, and keep answering after a worker node is removed.
 """
@@ -89,15 +89,15 @@ def test_replicas_spread_over_workers_and_survive_a_lost_node(multinode_cluster,
     pinned = {"num_replicas": 2, "ray_actor_options": {"num_cpus": 0.25}}
     # one proxy on the head: every node of this fake cluster shares the host's ports
     url = start(reg.root, port=_free_port(), config=ROOT / "serve" / "config.yaml",
-                deployments={"Ingress": pinned, "Scorer": pinned}, log=lambda _: None)
+                deployments={"Ingress": pinned}, log=lambda _: None)
     try:
         workers = set(multinode_cluster.worker_ids)
-        for name in ("Ingress", "Scorer"):
+        for name in ("Ingress",):
             nodes = _replica_nodes(name)
             assert len(nodes) == 2 and set(nodes) <= workers, (name, nodes)
             assert len(set(nodes)) == 2, f"both {name} replicas on one node: {nodes}"
 
-        for _ in range(6):  # several requests, so both replicas of each deployment answer
+        for _ in range(6):  # several requests, so both replicas answer
             got = {w["window_id"]: w["score"] for w in _detect(url, probe)["windows"]}
             assert got.keys() == expected.keys()
             np.testing.assert_allclose([got[k] for k in expected], list(expected.values()), rtol=1e-5)
@@ -118,10 +118,10 @@ def test_replicas_spread_over_workers_and_survive_a_lost_node(multinode_cluster,
         survivor = {survivor_id}
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not (
-            len(_replica_nodes("Scorer")) == 2 and set(_replica_nodes("Scorer")) <= survivor
+            len(_replica_nodes("Ingress")) == 2 and set(_replica_nodes("Ingress")) <= survivor
         ):
             time.sleep(1)
-        assert set(_replica_nodes("Scorer")) <= survivor
+        assert set(_replica_nodes("Ingress")) <= survivor
     finally:
         stop()
         serve.shutdown()

@@ -116,6 +116,13 @@ def test_explain_one_per_window(fitted, data):
     assert [e.window_id for e in out] == list(data["injected"]["window_id"].iloc[:5])
 
 
+def test_explanations_carry_the_windows_scores(fitted, data):
+    """The service takes scores and evidence from one explain() call: they must be score()'s."""
+    batch = pd.concat([data["normal"].iloc[:20], data["injected"].iloc[:20]], ignore_index=True)
+    got = [e.score for e in fitted.explain(batch)]
+    np.testing.assert_allclose(got, fitted.score(batch), rtol=1e-5, atol=1e-6)
+
+
 def test_save_load_identical_scores(fitted, data, tmp_path):
     fitted.save(tmp_path / "model")
     assert (tmp_path / "model" / "config.json").is_file()

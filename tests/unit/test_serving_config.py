@@ -18,17 +18,17 @@ def test_serve_config_is_a_valid_ray_serve_config_with_valid_app_args():
     from logad.serving.local import load_serve_config
 
     cfg = load_serve_config(ROOT / "serve" / "config.yaml", registry="reg", port=9123,
-                            deployments={"Scorer": {"num_replicas": 2}})
+                            deployments={"Ingress": {"num_replicas": 2}})
     schema = ServeDeploySchema.model_validate(cfg)
     app = schema.applications[0]
     assert app.import_path == "logad.serving.app:build_app" and schema.http_options.port == 9123
     args = AppArgs.model_validate(app.args)
     assert Path(args.registry).is_absolute()
     deps = {d.name: d for d in app.deployments}
+    assert list(deps) == ["Ingress"]  # parsing and scoring share a replica: no hop between them
     assert deps["Ingress"].max_ongoing_requests > 5  # Serve's default would cap the service
-    assert deps["Scorer"].max_ongoing_requests >= args.max_batch_size
-    assert deps["Scorer"].autoscaling_config == {"min_replicas": 2, "max_replicas": 2, "initial_replicas": 2}
-    assert deps["Ingress"].autoscaling_config["max_replicas"] >= 1
+    assert deps["Ingress"].max_ongoing_requests >= args.max_batch_size  # or batches never fill
+    assert deps["Ingress"].autoscaling_config == {"min_replicas": 2, "max_replicas": 2, "initial_replicas": 2}
     assert parse_model_id("my.source@fastlogad/v12") == ("my.source", "fastlogad", 12)
 
 

@@ -1,19 +1,20 @@
-"""The Ray Serve application: HTTP ingress → per-source parsing → multiplexed, batched scoring.
+"""The Ray Serve application: HTTP in, windows parsed, grouped and scored in the same replica.
 
-Two deployments:
+One deployment, ``Ingress`` (FastAPI, autoscaled). Per request it reads and
+checks the body (size, content type and coding, decompression limits), looks
+up the source's serving model in the registry (cached for ``alias_ttl_s``, so
+a promotion is picked up within that time without a restart), turns the
+lines into windows with that model's frozen template store and grouping rule
+(:class:`logad.windows.online.WindowBuilder`) and scores them. Detectors live
+in a per-replica LRU (``@serve.multiplexed``) keyed by model id
+``SOURCE@METHOD/vN``, so a new promotion is a new id and an old model ages
+out by itself; requests for the same model that arrive together are scored as
+one batch (``@serve.batch``).
 
-``Ingress`` (FastAPI, autoscaled)
-    Reads and checks the body (size, content type and coding, decompression
-    limits), looks up the source's serving model in the registry (cached for
-    ``alias_ttl_s``, so a promotion is picked up within that time without a
-    restart), turns the lines into windows with that model's frozen template
-    store and grouping rule (:class:`logad.windows.online.WindowBuilder`),
-    and asks the scorer for scores.
-``Scorer`` (autoscaled)
-    Holds detectors in a per-replica LRU (``@serve.multiplexed``), keyed by
-    model id ``SOURCE@METHOD/vN``, so a new promotion is a new id and an old
-    model ages out by itself. Requests for the same model that arrive
-    together are scored as one batch (``@serve.batch``).
+Parsing and scoring share a replica on purpose: a second deployment for the
+model costs a Serve hop per request (the windows serialised to another
+process and the answer back), which measured as much as the model itself on
+a 1,000-line request. Scale the one deployment instead.
 
 ``serve run serve/config.yaml`` and ``logad serve`` build it with
 :func:`build_app`; serve/config.yaml holds the operational knobs (replicas,
@@ -39,12 +40,11 @@ from fastapi import FastAPI, Query, Request  # noqa: E402
 from fastapi.responses import JSONResponse  # noqa: E402
 from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
 from ray import serve  # noqa: E402
-from ray.serve.handle import DeploymentHandle  # noqa: E402
 
 from logad import __version__  # noqa: E402
 from logad.serving.body import BodyError, BodyLimits, decode_body  # noqa: E402
 
-__all__ = ["AppArgs", "Ingress", "Scorer", "build_app", "model_id", "parse_model_id"]
+__all__ = ["AppArgs", "Ingress", "build_app", "model_id", "parse_model_id"]
 
 ExplainMode = Literal["anomalous", "all", "none"]
 
@@ -80,15 +80,15 @@ class AppArgs(BaseModel):
     max_decompressed_bytes: int = Field(64 << 20, gt=0, description="Largest body after "
                                         "decompression (413 above; the decompression-bomb guard).")
     max_lines: int = Field(200_000, gt=0, description="Most lines in one request (413 above).")
-    max_batch_size: int = Field(8, ge=1, description="Scorer: requests scored together per batch.")
-    scorer_threads: int = Field(0, ge=0, description="Scorer: torch intra-op threads per replica "
-                                "(0: Ray's default, one per whole CPU the replica reserves, at least 1).")
-    batch_wait_timeout_s: float = Field(0.0, ge=0, description="Scorer: how long a batch waits to fill "
+    max_batch_size: int = Field(8, ge=1, description="Requests for one model scored together per batch.")
+    batch_wait_timeout_s: float = Field(0.0, ge=0, description="How long a batch waits to fill "
                                         "(0: take what queued while the previous batch ran).")
+    torch_threads: int = Field(0, ge=0, description="Torch intra-op threads per replica "
+                               "(0: Ray's default, one per whole CPU the replica reserves, at least 1).")
 
 
 # --------------------------------------------------------------------------------------------
-# Scorer
+# Scoring
 
 
 def _marks(request: dict[str, Any], scores: np.ndarray, fallback: float) -> np.ndarray:
@@ -101,87 +101,33 @@ def _marks(request: dict[str, Any], scores: np.ndarray, fallback: float) -> np.n
     return np.zeros(len(scores), dtype=bool)
 
 
-@serve.deployment(
-    name="Scorer",
-    max_ongoing_requests=16,
-    ray_actor_options={"num_cpus": 0.25},
-    autoscaling_config={
-        "min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 2,
-        "upscale_delay_s": 2, "downscale_delay_s": 10, "look_back_period_s": 12,
-    },
-    health_check_period_s=5,
-)
-class Scorer:
-    """Scores windows with the detector a model id names, loaded from the registry."""
+def _score_group(detector: Any, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Score the windows of several requests for one detector in one call.
 
-    def __init__(self, registry: str, max_batch_size: int = 8, batch_wait_timeout_s: float = 0.0,
-                 threads: int = 0) -> None:
-        from logad.methods import available_methods
-        from logad.registry import ModelRegistry
-
-        available_methods()  # import torch and the methods now, not on the first request
-        if threads:
-            import torch
-
-            torch.set_num_threads(threads)
-        self.registry = ModelRegistry(registry)
-        self.score_batch.set_max_batch_size(max_batch_size)
-        self.score_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
-
-    @serve.multiplexed(max_num_models_per_replica=8)
-    async def get_model(self, mid: str) -> Any:
-        """Load one registry version (files checked against the manifest); LRU per replica."""
-        from logad.methods import load_detector
-
-        source, method, version = parse_model_id(mid)
-        mv = await asyncio.to_thread(self.registry.get, source, method, version)
-        path = await asyncio.to_thread(self.registry.fetch, mv)
-        return await asyncio.to_thread(load_detector, path)
-
-    async def score(self, request: dict[str, Any]) -> dict[str, Any]:
-        """``{"model_id", "event_ids": [[...]], "explain": all|anomalous|none, "threshold"}``
-        → scores, the model's own threshold, and evidence per window (None where not explained)."""
-        return await self.score_batch(request)
-
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.0)
-    async def score_batch(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        out: list[dict[str, Any] | None] = [None] * len(requests)
-        groups: dict[str, list[int]] = {}
-        for i, r in enumerate(requests):
-            groups.setdefault(r["model_id"], []).append(i)
-        for mid, members in groups.items():
-            try:
-                detector = await self.get_model(mid)
-                result = await asyncio.to_thread(self._score_group, detector, [requests[i] for i in members])
-            except Exception as exc:  # noqa: BLE001 - one broken model must not fail the batch's others
-                reason = f"model {mid}: {type(exc).__name__}: {str(exc)[:300]}"
-                result = [{"error": reason}] * len(members)
-            for i, r in zip(members, result, strict=True):
-                out[i] = {"model_id": mid, "batch_requests": len(requests), **r}
-        return out  # type: ignore[return-value]
-
-    @staticmethod
-    def _score_group(detector: Any, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        t0 = time.perf_counter()
-        sizes = [len(r["event_ids"]) for r in requests]
-        frame = pd.DataFrame({"event_ids": [e for r in requests for e in r["event_ids"]]})
+    Where any request wants evidence, one ``explain`` over all the windows gives
+    both the scores and the evidence (every detector's explanation carries the
+    window's score), instead of scoring everything and then running the model
+    again on the windows to explain.
+    """
+    t0 = time.perf_counter()
+    sizes = [len(r["event_ids"]) for r in requests]
+    frame = pd.DataFrame({"event_ids": [e for r in requests for e in r["event_ids"]]})
+    own = float(detector.threshold)
+    evidence: list = [None] * len(frame)
+    if any(r["explain"] != "none" for r in requests):
+        found = detector.explain(frame)
+        scores = np.fromiter((e.score for e in found), np.float64, len(found))
+    else:
+        found = None
         scores = np.asarray(detector.score(frame), dtype=np.float64)
-        own = float(detector.threshold)
-        bounds = np.cumsum([0, *sizes])
-        marks = np.concatenate([_marks(r, scores[a:b], own) for r, a, b in
-                                zip(requests, bounds[:-1], bounds[1:], strict=True)]) if requests else []
-        evidence: list = [None] * len(frame)
-        idx = np.flatnonzero(marks)
-        if len(idx):
-            found = detector.explain(frame.iloc[idx].reset_index(drop=True))
-            for i, e in zip(idx, found, strict=True):
-                evidence[i] = [(ev.index, ev.event_id, ev.probability) for ev in e.lines]
-        ms = round((time.perf_counter() - t0) * 1e3, 3)
-        return [{"threshold": own, "scores": scores[a:b].tolist(), "evidence": evidence[a:b], "compute_ms": ms}
-                for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-
-    def check_health(self) -> None:
-        """Serve restarts a replica whose check raises; a live event loop is enough here."""
+    bounds = np.cumsum([0, *sizes])
+    if found is not None:
+        for r, a, b in zip(requests, bounds[:-1], bounds[1:], strict=True):
+            for i in np.flatnonzero(_marks(r, scores[a:b], own)) + a:
+                evidence[i] = [(ev.index, ev.event_id, ev.probability) for ev in found[i].lines]
+    ms = round((time.perf_counter() - t0) * 1e3, 3)
+    return [{"threshold": own, "scores": scores[a:b].tolist(), "evidence": evidence[a:b], "compute_ms": ms}
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -234,7 +180,7 @@ def _finite(x: float) -> float | None:
     max_ongoing_requests=64,
     ray_actor_options={"num_cpus": 0.25},
     autoscaling_config={
-        "min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 16,
+        "min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 4,
         "upscale_delay_s": 2, "downscale_delay_s": 10, "look_back_period_s": 12,
     },
     health_check_period_s=5,
@@ -243,20 +189,26 @@ def _finite(x: float) -> float | None:
 class Ingress:
     """The HTTP API (see docs/serving.md)."""
 
-    def __init__(self, scorer: DeploymentHandle, args: dict[str, Any]) -> None:
+    def __init__(self, args: dict[str, Any]) -> None:
         from ray.serve.metrics import Counter
 
+        from logad.methods import available_methods
         from logad.registry import ModelRegistry
 
         self.args = AppArgs.model_validate(args)
         assert self.args.registry
+        available_methods()  # import torch and the methods now, not on the first request
+        if self.args.torch_threads:
+            import torch
+
+            torch.set_num_threads(self.args.torch_threads)
         self.registry = ModelRegistry(self.args.registry)
-        self.scorer = scorer
+        self.score_batch.set_max_batch_size(self.args.max_batch_size)  # type: ignore[attr-defined]
+        self.score_batch.set_batch_wait_timeout_s(self.args.batch_wait_timeout_s)  # type: ignore[attr-defined]
         self.limits = BodyLimits(self.args.max_body_bytes, self.args.max_decompressed_bytes,
                                  self.args.max_lines)
         self._alias: dict[str, tuple[float, Any]] = {}
         self._contexts: OrderedDict[str, _Context] = OrderedDict()
-        self._handles: dict[str, DeploymentHandle] = {}
         self._lines = Counter("logad_detect_lines", "raw lines received", tag_keys=("source",))
         self._windows = Counter("logad_detect_windows", "windows scored", tag_keys=("source",))
         self._anomalous = Counter("logad_detect_anomalous_windows", "windows flagged anomalous",
@@ -295,13 +247,38 @@ class Ingress:
             self._contexts.move_to_end(mid)
         return ctx
 
-    def _handle(self, mid: str) -> DeploymentHandle:
-        h = self._handles.get(mid)
-        if h is None:
-            if len(self._handles) > 256:
-                self._handles.clear()
-            h = self._handles[mid] = self.scorer.options(multiplexed_model_id=mid)
-        return h
+    # -- models and scoring ---------------------------------------------------------------------
+
+    @serve.multiplexed(max_num_models_per_replica=8)
+    async def get_model(self, mid: str) -> Any:
+        """Load one registry version (files checked against the manifest); LRU per replica."""
+        from logad.methods import load_detector
+
+        source, method, version = parse_model_id(mid)
+        mv = await asyncio.to_thread(self.registry.get, source, method, version)
+        path = await asyncio.to_thread(self.registry.fetch, mv)
+        return await asyncio.to_thread(load_detector, path)
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.0)
+    async def score_batch(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``{"model_id", "event_ids": [[...]], "explain": all|anomalous|none, "threshold"}`` per
+        request → scores, the model's own threshold, and evidence per window (None where not
+        explained), or ``{"error": reason}`` where the model cannot be loaded or scored."""
+        out: list[dict[str, Any] | None] = [None] * len(requests)
+        groups: dict[str, list[int]] = {}
+        for i, r in enumerate(requests):
+            groups.setdefault(r["model_id"], []).append(i)
+        for mid, members in groups.items():
+            try:
+                detector = await self.get_model(mid)
+                # in a thread: torch releases the GIL, so the next request's parse overlaps
+                result = await asyncio.to_thread(_score_group, detector, [requests[i] for i in members])
+            except Exception as exc:  # noqa: BLE001 - one broken model must not fail the batch's others
+                reason = f"model {mid}: {type(exc).__name__}: {str(exc)[:300]}"
+                result = [{"error": reason}] * len(members)
+            for i, r in zip(members, result, strict=True):
+                out[i] = {"model_id": mid, "batch_requests": len(requests), **r}
+        return out  # type: ignore[return-value]
 
     # -- endpoints ----------------------------------------------------------------------------
 
@@ -357,8 +334,6 @@ class Ingress:
 
     async def _detect(self, source: str, request: Request, explain: str, max_evidence: int,
                       t0: float) -> JSONResponse:
-        from ray.exceptions import RayError
-
         mv = await self._serving(source)
         if mv is None:
             raise BodyError(404, f"unknown source {source!r}: no serving model in registry "
@@ -371,13 +346,15 @@ class Ingress:
                                  f"{self.limits.max_body_bytes:,}; send smaller batches")
         body = await self._read_body(request)
         t_read = time.perf_counter()
-        lines, replaced = await asyncio.to_thread(decode_body, body, ctype, cenc, self.limits)
+        # decoding and parsing stay on the replica's event loop: they hold the GIL anyway, and a
+        # context's WindowBuilder is not thread-safe (its match cache and split plan are shared)
+        lines, replaced = decode_body(body, ctype, cenc, self.limits)
         try:
             ctx = await self._context(mv)
         except Exception as exc:  # noqa: BLE001 - a broken model is the server's problem, not the client's
             return _error(503, f"cannot serve {model_id(mv.source, mv.method, mv.version)}: "
                                 f"{type(exc).__name__}: {str(exc)[:300]}")
-        frame, stats = await asyncio.to_thread(ctx.builder, lines)
+        frame, stats = ctx.builder(lines)
         if stats.lines - stats.empty_lines == 0:
             raise BodyError(422, "empty batch: the body holds no non-blank lines")
         t_parse = time.perf_counter()
@@ -387,11 +364,7 @@ class Ingress:
         if len(frame):
             payload = {"model_id": ctx.model_id, "event_ids": list(frame["event_ids"]),
                        "explain": explain if want else "none", "threshold": mv.threshold}
-            try:
-                result = await self._handle(ctx.model_id).score.remote(payload)
-            except RayError as exc:  # e.g. the scorer replica died mid-request
-                return _error(503, f"scoring failed, retry: {type(exc).__name__}: {str(exc)[:300]}",
-                              **{"Retry-After": "1"})
+            result = await self.score_batch(payload)
             if "error" in result:  # the model could not be loaded or scored
                 return _error(503, f"cannot score with {ctx.model_id}: {result['error']}")
         t_score = time.perf_counter()
@@ -477,5 +450,4 @@ def build_app(args: dict[str, Any] | None = None) -> Any:
     if "://" not in registry:
         registry = str(Path(registry).expanduser().resolve())
     parsed = parsed.model_copy(update={"registry": registry})
-    scorer = Scorer.bind(registry, parsed.max_batch_size, parsed.batch_wait_timeout_s, parsed.scorer_threads)
-    return Ingress.bind(scorer, parsed.model_dump())
+    return Ingress.bind(parsed.model_dump())

@@ -62,7 +62,7 @@ def load_serve_config(
         host, port: set ``http_options``.
         args: more ``args`` for logad's app(s).
         deployments: per deployment name, options merged over the file's
-            (e.g. ``{"Scorer": {"num_replicas": 1, "autoscaling_config": None}}``).
+            (e.g. ``{"Ingress": {"num_replicas": 1, "autoscaling_config": None}}``).
 
     Raises:
         ConfigError: unreadable file, or a config with no logad application.
