@@ -11,12 +11,25 @@ import os
 
 __all__ = ["init_ray", "prepare_ray_env"]
 
+_SERVE_ENV = {
+    "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+}
+
 
 def prepare_ray_env() -> None:
     """Set the environment Ray needs, without overriding what the user set."""
     os.environ.setdefault("RAY_AUTH_MODE", "token")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    # Serve's request path, read by the proxy and the replicas of a cluster this process
+    # starts (a cluster started by `ray start` needs them in its environment: cluster.yaml
+    # sets them). gRPC from proxy to replica, user code and routing on the replica's and
+    # proxy's own event loops: a 1,000-line detect measured 40 -> 33 ms p50, /healthz
+    # 7 -> 3 ms, on 2 cores (docs/serving.md).
+    for name, value in _SERVE_ENV.items():
+        os.environ.setdefault(name, value)
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, *, progress: bool = True) -> None:

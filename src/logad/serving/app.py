@@ -23,8 +23,10 @@ CPUs, autoscaling, limits).
 
 # No `from __future__ import annotations`: FastAPI must resolve the endpoint signatures.
 import asyncio
+import gc
 import math
 import os
+import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -101,6 +103,24 @@ def _marks(request: dict[str, Any], scores: np.ndarray, fallback: float) -> np.n
     return np.zeros(len(scores), dtype=bool)
 
 
+def _freeze_heap() -> None:
+    """Move what is alive now (imported modules, loaded models) out of the garbage
+    collector's sight: a full collection then walks only what requests allocate,
+    instead of pausing a request for the hundreds of thousands of objects torch and
+    transformers bring. A model unloaded later stays frozen; that is bounded by the
+    LRU's size."""
+    gc.collect()
+    gc.freeze()
+
+
+def _load_frozen(path: str) -> Any:
+    from logad.methods import load_detector
+
+    detector = load_detector(path)
+    _freeze_heap()
+    return detector
+
+
 def _score_group(detector: Any, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Score the windows of several requests for one detector in one call.
 
@@ -148,6 +168,13 @@ class _Context:
         self.mv = mv
         self.builder = builder
         self.model_id = model_id(mv.source, mv.method, mv.version)
+        self._lock = threading.Lock()
+
+    def build(self, lines: list[str]) -> tuple[pd.DataFrame, Any]:
+        """Windows of ``lines``; called from worker threads, one at a time per context (a
+        WindowBuilder's match cache and split plan are not thread-safe)."""
+        with self._lock:
+            return self.builder(lines)
 
 
 def _load_context(registry: Any, mv: Any) -> _Context:
@@ -252,12 +279,10 @@ class Ingress:
     @serve.multiplexed(max_num_models_per_replica=8)
     async def get_model(self, mid: str) -> Any:
         """Load one registry version (files checked against the manifest); LRU per replica."""
-        from logad.methods import load_detector
-
         source, method, version = parse_model_id(mid)
         mv = await asyncio.to_thread(self.registry.get, source, method, version)
         path = await asyncio.to_thread(self.registry.fetch, mv)
-        return await asyncio.to_thread(load_detector, path)
+        return await asyncio.to_thread(_load_frozen, path)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.0)
     async def score_batch(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -346,15 +371,13 @@ class Ingress:
                                  f"{self.limits.max_body_bytes:,}; send smaller batches")
         body = await self._read_body(request)
         t_read = time.perf_counter()
-        # decoding and parsing stay on the replica's event loop: they hold the GIL anyway, and a
-        # context's WindowBuilder is not thread-safe (its match cache and split plan are shared)
-        lines, replaced = decode_body(body, ctype, cenc, self.limits)
+        lines, replaced = await asyncio.to_thread(decode_body, body, ctype, cenc, self.limits)
         try:
             ctx = await self._context(mv)
         except Exception as exc:  # noqa: BLE001 - a broken model is the server's problem, not the client's
             return _error(503, f"cannot serve {model_id(mv.source, mv.method, mv.version)}: "
                                 f"{type(exc).__name__}: {str(exc)[:300]}")
-        frame, stats = ctx.builder(lines)
+        frame, stats = await asyncio.to_thread(ctx.build, lines)
         if stats.lines - stats.empty_lines == 0:
             raise BodyError(422, "empty batch: the body holds no non-blank lines")
         t_parse = time.perf_counter()
