@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 from _common import ROOT, record  # noqa: E402
-from _serve_setup import BENCH_MODEL, build_registry, free_port, hdfs_chunks  # noqa: E402
+from _serve_setup import BENCH_MODEL, build_registry, free_port, hdfs_chunks, in_child  # noqa: E402
 
 SIZES = (10, 100, 1000)
 CONCURRENCY = (1, 4, 16)
@@ -109,7 +109,7 @@ def main() -> int:
     print(f"registry with default-size models built in {time.perf_counter() - t:.0f}s")
     chunks = {s: hdfs_chunks(lines, s, 40) for s in SIZES}
     bodies = {s: [("\n".join(c) + "\n").encode() for c in cs] for s, cs in chunks.items()}
-    local = in_process(work / "hdfs", chunks, 40)
+    local = in_child(in_process, work / "hdfs", chunks, 40)  # torch stays out of the client's process
 
     fixed = {"Ingress": {"num_replicas": 1}}
     app_args = {"torch_threads": args.torch_threads}
