@@ -40,7 +40,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,16 +189,21 @@ def _pack(shards: list[Shard], parallelism: int) -> list[list[Shard]]:
     return groups
 
 
+def _read_reported(shards: list[Shard], encoding: str, batch_lines: int, counter) -> Iterator[pa.Table]:
+    """Batches of lines of ``shards``, each batch's read counts reported as it is read."""
+    for shard in shards:
+        for i, (table, stats) in enumerate(read_shard(shard, encoding=encoding, batch_lines=batch_lines)):
+            if counter is not None:
+                d = stats.to_dict()
+                errors = d.pop("errors")
+                key = ("read", shard.file.uri, shard.start, i)  # a re-run read reports the same keys
+                ray.get(counter.add.remote(key, d, errors, _where("read")))
+            yield table
+
+
 def _make_reader(shards: list[Shard], encoding: str, batch_lines: int, counter) -> Callable:
     def read():
-        for shard in shards:
-            for i, (table, stats) in enumerate(read_shard(shard, encoding=encoding, batch_lines=batch_lines)):
-                if counter is not None:
-                    d = stats.to_dict()
-                    errors = d.pop("errors")
-                    key = ("read", shard.file.uri, shard.start, i)  # a re-run read task reports the same keys
-                    ray.get(counter.add.remote(key, d, errors, _where("read")))
-                yield table
+        yield from _read_reported(shards, encoding, batch_lines, counter)
 
     return read
 
@@ -261,6 +266,12 @@ class _ParseLines:
         self.fs.create_dir(self.staging, recursive=True)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        name, rows = self._parse(batch)
+        return pa.table({"staged": pa.array([name], pa.string()), "rows": pa.array([rows], pa.int64())})
+
+    def _parse(self, batch: pa.Table) -> tuple[str, int]:
+        """Parse and stage one batch of read lines; returns the staged file's name ("" when
+        no line of the batch belongs to a window) and its row count."""
         raw = batch["raw"].combine_chunks()
         sl = self.splitter.split(raw)
         masked = mask_contents(sl.content, self.config.parsing)
@@ -308,7 +319,29 @@ class _ParseLines:
             name = f"part-{first[0]:06d}-{first[1]:016d}.parquet"
             pq.write_table(rows, f"{self.staging}/{name}", filesystem=self.fs)
         ray.get(calls)
-        return pa.table({"staged": pa.array([name], pa.string()), "rows": pa.array([rows.num_rows], pa.int64())})
+        return name, rows.num_rows
+
+
+class _ReadParse(_ParseLines):
+    """Stage 1 where the input splits into enough pieces: each actor reads its own shards.
+
+    The lines then never pass through the object store, and no read task competes
+    with the parse actors for the cores. Its input rows name shard groups (see
+    :func:`_pack`), one group per call.
+    """
+
+    def __init__(self, groups: list[list[Shard]], encoding: str, batch_lines: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.groups, self.encoding, self.batch_lines = groups, encoding, batch_lines
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        names, rows = [], []
+        for g in batch["group"].to_pylist():
+            for table in _read_reported(self.groups[g], self.encoding, self.batch_lines, self.counter):
+                name, n = self._parse(table)
+                names.append(name)
+                rows.append(n)
+        return pa.table({"staged": pa.array(names, pa.string()), "rows": pa.array(rows, pa.int64())})
 
 
 _STORE_CACHE: dict[str, TemplateStore] = {}
@@ -481,33 +514,45 @@ def run_ingest(
 
     counter = _Counter.remote()
     names = [_display_name(f, files) for f in files]
-    # Logical CPUs are set so no stage can starve another on any cluster size:
-    # parse actors take half a CPU each (one per CPU, so all cores are busy),
-    # reads a quarter, leaving room on even a 1-CPU node. The actors write the
-    # staged Parquet themselves.
-    datasource = LogLinesDatasource(shards, encoding=config.encoding, batch_lines=batch_lines, counter=counter,
-                                    target_tasks=2 * cpus)
-    lines = ray.data.read_datasource(
-        datasource,
-        # one block per packed read task: few, large blocks for the parse actors
-        override_num_blocks=len(_pack(shards, 2 * cpus)),
-        ray_remote_args={"num_cpus": 0.25},
-    )
-    # Stage 1: parse every line once (stateful actors) and stage the result.
+    # Stage 1: parse every line once (stateful actors, one per CPU) and stage the result;
+    # the actors write the staged Parquet themselves.
     staging = _join(output, "_staging")
     _clear_dir(staging)
     t = time.perf_counter()
     collector = _CollectorActor.remote() if store is None else None
-    staged_rows = lines.map_batches(
-        _ParseLines,
-        fn_constructor_kwargs={
-            "config": config, "store": None if store is None else store.to_dict(),
-            "file_uris": [f.uri for f in files], "counter": counter, "collector": collector,
-            "staging": staging,
-        },
-        batch_format="pyarrow", batch_size=None, compute=ray.data.ActorPoolStrategy(size=cpus),
-        num_cpus=0.5,
-    ).take_all()  # one small row per batch: the staged file it wrote
+    parse_kwargs = {
+        "config": config, "store": None if store is None else store.to_dict(),
+        "file_uris": [f.uri for f in files], "counter": counter, "collector": collector,
+        "staging": staging,
+    }
+    datasource = LogLinesDatasource(shards, encoding=config.encoding, batch_lines=batch_lines, counter=counter,
+                                    target_tasks=2 * cpus)
+    groups = _pack(shards, 2 * cpus)
+    if len(groups) >= cpus:
+        # Enough pieces for every actor: each reads its own shard groups, so lines never
+        # pass through the object store and no read task competes for the cores.
+        items = ray.data.from_items([{"group": g} for g in range(len(groups))], override_num_blocks=len(groups))
+        staged = items.map_batches(
+            _ReadParse,
+            fn_constructor_kwargs={"groups": groups, "encoding": config.encoding, "batch_lines": batch_lines,
+                                   **parse_kwargs},
+            batch_format="pyarrow", batch_size=1, compute=ray.data.ActorPoolStrategy(size=cpus), num_cpus=1,
+        )
+    else:
+        # Fewer pieces than actors (one large compressed file, say): read tasks stream
+        # batches to the actors, so every actor parses. Logical CPUs are set so neither
+        # stage starves the other on any cluster size: actors half a CPU each, reads a
+        # quarter, leaving room on even a 1-CPU node.
+        lines = ray.data.read_datasource(
+            datasource,
+            override_num_blocks=len(groups),  # one block per packed read task: few, large blocks
+            ray_remote_args={"num_cpus": 0.25},
+        )
+        staged = lines.map_batches(
+            _ParseLines, fn_constructor_kwargs=parse_kwargs,
+            batch_format="pyarrow", batch_size=None, compute=ray.data.ActorPoolStrategy(size=cpus), num_cpus=0.5,
+        )
+    staged_rows = staged.take_all()  # one small row per batch: the staged file it wrote
     summary.seconds["parse"] = round(time.perf_counter() - t, 3)
     if store is None:
         t = time.perf_counter()
