@@ -82,15 +82,25 @@ def test_plain_gzip_zstd_and_byte_ranges_give_identical_windows(tmp_path, hdfs_c
     (tmp_path / "in" / "a.log").write_bytes(text)
     (tmp_path / "in" / "a.log.gz").write_bytes(gzip.compress(text))
     (tmp_path / "in" / "a.log.zst").write_bytes(zstandard.ZstdCompressor().compress(text))
-    results = {}
+    results, counts, logs = {}, {}, {}
     for name in ("a.log", "a.log.gz", "a.log.zst"):
-        _ingest(hdfs_config, [tmp_path / "in" / name], tmp_path / name)
+        logs[name] = []
+        s = run_ingest(hdfs_config, [str(tmp_path / "in" / name)], str(tmp_path / name), progress=False,
+                       log=logs[name].append)
         results[name] = _as_dict(read_windows(tmp_path / name))
-    # the plain file again, cut into many byte ranges read by different tasks
-    _ingest(hdfs_config, [tmp_path / "in" / "a.log"], tmp_path / "ranges", shard_bytes=64 << 10)
+        counts[name] = (s.lines_read, s.lines_parsed, s.lines_malformed, s.lines_without_window, s.windows)
+    # the plain file again, cut into many byte ranges: enough shard groups for every parse
+    # actor, so the actors read them themselves instead of read tasks streaming one file
+    logs["ranges"] = []
+    s = run_ingest(hdfs_config, [str(tmp_path / "in" / "a.log")], str(tmp_path / "ranges"), progress=False,
+                   log=logs["ranges"].append, shard_bytes=64 << 10)
     results["ranges"] = _as_dict(read_windows(tmp_path / "ranges"))
+    counts["ranges"] = (s.lines_read, s.lines_parsed, s.lines_malformed, s.lines_without_window, s.windows)
+    assert any("read task(s) stream lines" in m for m in logs["a.log.zst"])
+    assert any("read" in m and "shard group(s) themselves" in m for m in logs["ranges"])
     assert results["a.log"] == results["a.log.gz"] == results["a.log.zst"] == results["ranges"]
-    assert len(results["a.log"]) > 100
+    assert counts["a.log"] == counts["a.log.gz"] == counts["a.log.zst"] == counts["ranges"]
+    assert len(results["a.log"]) > 100 and counts["a.log"][0] == 6000
 
 
 def test_shuffle_partitions_change_files_not_windows(tmp_path, hdfs_config, hdfs_sample_lines):

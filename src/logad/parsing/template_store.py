@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from drain3.drain import Drain, LogCluster
 
 from logad.errors import DataError
@@ -150,10 +151,23 @@ class TemplateStore:
             self._cache[masked] = tid
         return tid
 
-    def match(self, masked: Sequence[str | None] | pa.Array) -> np.ndarray:
-        """Template id per masked message (0 where none matches)."""
-        if isinstance(masked, pa.Array | pa.ChunkedArray):
-            masked = masked.to_pylist()
+    def match(self, masked: Sequence[str | None] | pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """Template id per masked message (0 where none matches).
+
+        An Arrow array is dictionary-encoded first, so each distinct message is
+        matched once (a log repeats few messages many times) and no Python
+        string is made per line.
+        """
+        if isinstance(masked, pa.ChunkedArray):  # chunk by chunk: their dictionaries differ
+            parts = [self.match(c) for c in masked.chunks]
+            return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        if isinstance(masked, pa.Array):
+            if isinstance(masked.type, pa.DictionaryType):
+                enc = masked
+            else:
+                enc = pc.dictionary_encode(masked, null_encoding="encode")
+            ids = self.match(enc.dictionary.to_pylist())
+            return ids[enc.indices.to_numpy(zero_copy_only=False)] if len(enc) else ids[:0]
         m = self.match_one
         return np.fromiter((UNKNOWN_ID if s is None else m(s) for s in masked), dtype=np.int64, count=len(masked))
 
