@@ -251,6 +251,15 @@ class _MinerActor:
         return miner.freeze().to_dict()
 
 
+# The staged lines and the shuffle are written once and read once: LZ4 and no dictionary
+# pages halve Parquet's write + read time against its defaults (snappy with dictionaries),
+# and still shrink the files about 6x for shared storage. The masked messages keep their
+# dictionary: stage 2 reads it back as is and matches each distinct message once.
+_STAGED_PARQUET = {"compression": "lz4", "use_dictionary": ["masked"]}
+# Parsed lines (in memory) per staged file of the actor-read path: what one stage-2 task loads.
+_STAGED_FILE_BYTES = 128 << 20
+
+
 class _ParseLines:
     """Stage 1, one actor per CPU: split headers, mask, find session ids, stage the lines.
 
@@ -335,39 +344,43 @@ class _ReadParse(_ParseLines):
     :func:`_pack`), one group per call.
     """
 
-    def __init__(self, groups: list[list[Shard]], encoding: str, batch_lines: int, **kwargs: Any) -> None:
+    def __init__(self, groups: list[list[Shard]], encoding: str, batch_lines: int,
+                 file_bytes: int = _STAGED_FILE_BYTES, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.groups, self.encoding, self.batch_lines = groups, encoding, batch_lines
+        self.file_bytes = file_bytes
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         names, counts = [], []
         for g in batch["group"].to_pylist():
-            # one staged file per group, a row group per batch: a few large files make
-            # stage 2 a few tasks and stage 3 a few row groups to read per partition
-            name, n, writer = f"group-{g:06d}.parquet", 0, None
+            # Few, large staged files (a row group per batch, a new file after every
+            # ``file_bytes`` of parsed lines): stage 2 is then a few tasks and stage 3 reads
+            # a few row groups per partition, while no stage-2 task holds more than one
+            # such file, however large the group (one big compressed file is one group).
+            writer, size = None, 0
             try:
                 for table in _read_reported(self.groups[g], self.encoding, self.batch_lines, self.counter):
                     rows, _ = self._parse(table)
                     if not rows.num_rows:
                         continue
+                    if writer is not None and size >= self.file_bytes:
+                        writer.close()
+                        writer = None
                     if writer is None:
-                        writer = pq.ParquetWriter(f"{self.staging}/{name}", rows.schema, filesystem=self.fs,
+                        names.append(f"group-{g:06d}-{len(names):04d}.parquet")
+                        counts.append(0)
+                        writer = pq.ParquetWriter(f"{self.staging}/{names[-1]}", rows.schema, filesystem=self.fs,
                                                   **_STAGED_PARQUET)
+                        size = 0
                     writer.write_table(rows.cast(writer.schema), row_group_size=rows.num_rows)
-                    n += rows.num_rows
+                    counts[-1] += rows.num_rows
+                    size += rows.nbytes
             finally:
                 if writer is not None:
                     writer.close()
-            names.append(name if n else "")
-            counts.append(n)
         return pa.table({"staged": pa.array(names, pa.string()), "rows": pa.array(counts, pa.int64())})
 
 
-# The staged lines and the shuffle are written once and read once: LZ4 and no dictionary
-# pages halve Parquet's write + read time against its defaults (snappy with dictionaries),
-# and still shrink the files about 6x for shared storage. The masked messages keep their
-# dictionary: stage 2 reads it back as is and matches each distinct message once.
-_STAGED_PARQUET = {"compression": "lz4", "use_dictionary": ["masked"]}
 _STORE_CACHE: dict[str, TemplateStore] = {}
 _LABEL_CACHE: dict[str, dict] = {}
 # Raw log bytes per shuffle partition: what one group task holds at once. The number
@@ -503,6 +516,7 @@ def run_ingest(
     shard_bytes: int = 64 << 20,
     batch_lines: int = 65536,
     num_partitions: int | None = None,
+    staged_file_bytes: int = _STAGED_FILE_BYTES,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> IngestSummary:
@@ -520,6 +534,11 @@ def run_ingest(
         labels: a label file overriding the config's.
         templates: a frozen template store (templates.json) to match against
             instead of mining one.
+        shard_bytes: byte range per shard of a plain file.
+        batch_lines: lines per read batch.
+        num_partitions: shuffle partitions (default: about one per 64 MiB of raw input).
+        staged_file_bytes: parsed lines (in memory) per staged file where the parse
+            actors read their own shards: what one match task loads at most.
     """
     t0 = time.perf_counter()
     files = list_inputs(inputs)
@@ -561,7 +580,7 @@ def run_ingest(
         staged = items.map_batches(
             _ReadParse,
             fn_constructor_kwargs={"groups": groups, "encoding": config.encoding, "batch_lines": batch_lines,
-                                   **parse_kwargs},
+                                   "file_bytes": staged_file_bytes, **parse_kwargs},
             batch_format="pyarrow", batch_size=1, compute=ray.data.ActorPoolStrategy(size=cpus), num_cpus=1,
         )
     else:

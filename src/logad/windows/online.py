@@ -56,18 +56,21 @@ class WindowBuilder:
         self.file_name = file_name
         self.splitter = LineSplitter(config)
 
-    def __call__(self, lines: Sequence[str]) -> tuple[pd.DataFrame, LineStats]:
+    def __call__(self, lines: Sequence[str] | pa.Array) -> tuple[pd.DataFrame, LineStats]:
         """Windows of ``lines`` (a DataFrame with the windows-table columns) and the counts."""
         stats = LineStats(lines=len(lines))
-        text = [s[:-1] if s.endswith("\r") else s for s in lines]
-        keep = np.fromiter((bool(s.strip()) for s in text), dtype=bool, count=len(text))
+        # the ingest reader's rules, in Arrow kernels: drop one trailing "\r", skip lines
+        # that are empty once whitespace is trimmed
+        text = lines if isinstance(lines, pa.Array) else pa.array(lines, pa.string())
+        text = pc.if_else(pc.ends_with(text, pattern="\r"), pc.utf8_slice_codeunits(text, 0, -1), text)
+        keep = pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(text)), 0).to_numpy(zero_copy_only=False)
         stats.empty_lines = int(len(text) - keep.sum())
         # byte offsets and line numbers as if the batch were one file read by ingest
-        lens = np.fromiter((len(s.encode("utf-8")) + 1 for s in text), dtype=np.int64, count=len(text))
+        lens = pc.binary_length(text).to_numpy(zero_copy_only=False).astype(np.int64) + 1
         offsets = np.concatenate(([0], np.cumsum(lens)[:-1])).astype(np.int64) if len(text) else lens
         line_no = np.arange(len(text), dtype=np.int64)
         idx = np.flatnonzero(keep)
-        raw = pa.array([text[i] for i in idx], pa.string())
+        raw = text if len(idx) == len(text) else text.take(pa.array(idx))
         n = len(raw)
         if n == 0:
             return _frame(build_windows(pa.table({}), self.config.name)), stats
