@@ -190,6 +190,11 @@ def _error(status: int, reason: str, **headers: str) -> JSONResponse:
     return JSONResponse({"detail": reason}, status_code=status, headers=headers or None)
 
 
+def _isoformat(col: Any) -> list[str | None]:
+    """ISO 8601 text of a timestamp column (None where null), as ``datetime.isoformat``."""
+    return [None if t is None else t.isoformat() for t in col.to_pylist()]
+
+
 def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
@@ -373,15 +378,15 @@ class Ingress:
         except Exception as exc:  # noqa: BLE001 - a broken model is the server's problem, not the client's
             return _error(503, f"cannot serve {model_id(mv.source, mv.method, mv.version)}: "
                                 f"{type(exc).__name__}: {str(exc)[:300]}")
-        frame, stats = ctx.builder(lines)
+        table, stats = ctx.builder.table(lines)  # Arrow, straight to Python lists: no pandas
         if stats.lines - stats.empty_lines == 0:
             raise BodyError(422, "empty batch: the body holds no non-blank lines")
         t_parse = time.perf_counter()
 
         want = explain != "none" and max_evidence > 0
         result = None
-        if len(frame):
-            payload = {"model_id": ctx.model_id, "event_ids": list(frame["event_ids"]),
+        if table.num_rows:
+            payload = {"model_id": ctx.model_id, "event_ids": table.column("event_ids").to_pylist(),
                        "explain": explain if want else "none", "threshold": mv.threshold}
             result = await self.score_batch(payload)
             if "error" in result:  # the model could not be loaded or scored
@@ -393,15 +398,17 @@ class Ingress:
         threshold = mv.threshold if mv.threshold is not None else (result or {}).get("threshold")
         windows = []
         num_anomalous = 0
-        for i, row in enumerate(frame.itertuples(index=False)):
-            score = result["scores"][i]
+        ids = table.column("window_id").to_pylist()
+        starts, ends = (_isoformat(table.column(c)) for c in ("start", "end"))
+        window_lines = table.column("lines").to_pylist()
+        for i, score in enumerate(result["scores"] if result else []):
             anomalous = bool(threshold is not None and score > threshold)
             num_anomalous += anomalous
             w: dict[str, Any] = {
-                "window_id": row.window_id,
-                "start": None if pd.isna(row.start) else row.start.isoformat(),
-                "end": None if pd.isna(row.end) else row.end.isoformat(),
-                "num_lines": len(row.lines),
+                "window_id": ids[i],
+                "start": starts[i],
+                "end": ends[i],
+                "num_lines": len(window_lines[i]),
                 "score": _finite(score),
                 "threshold": threshold,
                 "verdict": "anomalous" if anomalous else "normal",
@@ -411,7 +418,7 @@ class Ingress:
             found = result["evidence"][i] if want and (explain == "all" or anomalous) else None
             if found is not None:
                 w["evidence"] = [
-                    {"index": idx, "line": row.lines[idx], "event_id": eid, "probability": round(p, 6)}
+                    {"index": idx, "line": window_lines[i][idx], "event_id": eid, "probability": round(p, 6)}
                     for idx, eid, p in found[:max_evidence]
                 ]
             windows.append(w)

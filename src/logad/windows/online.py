@@ -58,6 +58,11 @@ class WindowBuilder:
 
     def __call__(self, lines: Sequence[str] | pa.Array) -> tuple[pd.DataFrame, LineStats]:
         """Windows of ``lines`` (a DataFrame with the windows-table columns) and the counts."""
+        table, stats = self.table(lines)
+        return _frame(table), stats
+
+    def table(self, lines: Sequence[str] | pa.Array) -> tuple[pa.Table, LineStats]:
+        """As :meth:`__call__`, the windows as an Arrow table (no pandas conversion)."""
         stats = LineStats(lines=len(lines))
         # the ingest reader's rules, in Arrow kernels: drop one trailing "\r", skip lines
         # that are empty once whitespace is trimmed
@@ -73,7 +78,7 @@ class WindowBuilder:
         raw = text if len(idx) == len(text) else text.take(pa.array(idx))
         n = len(raw)
         if n == 0:
-            return _frame(build_windows(pa.table({}), self.config.name)), stats
+            return build_windows(pa.table({}), self.config.name), stats
 
         sl = self.splitter.split(raw)
         stats.malformed_lines = int((~sl.header_ok).sum())
@@ -109,7 +114,7 @@ class WindowBuilder:
         assigned = assign_windows(table.select(cols), g, file_names=[self.file_name], sessions=sessions)
         windows = build_windows(assigned.drop_columns(["line_no"]), self.config.name)
         stats.windows = windows.num_rows
-        return _frame(windows), stats
+        return windows, stats
 
 
 def _frame(windows: pa.Table) -> pd.DataFrame:
