@@ -152,6 +152,36 @@ def test_load_errors_name_the_file(fitted, tmp_path):
         load_detector(tmp_path / "nothing-here")
 
 
+def test_traced_inference_gives_the_eager_models_numbers(fitted, data):
+    """score()/explain() run a TorchScript trace on CPU; it must match the eager model on
+    every batch shape, and follow the weights when they change."""
+    import torch
+
+    from logad.methods.fastlogad import _collate, _InferenceOutputs
+
+    det, _ = fitted
+    run = det._inference()
+    assert isinstance(run, torch.jit.ScriptModule)
+    eager = _InferenceOutputs(det.discriminator).eval()
+    frame = pd.concat([data["holdout"], data["abnormal"]], ignore_index=True)
+    seqs = det.vocab.encode(list(frame["event_ids"].iloc[:40]))
+    with torch.inference_mode():
+        for rows in (1, 7, 40):  # batch sizes and paddings the trace never saw
+            ids, attn = _collate(seqs[:rows])
+            for a, b in zip(eager(ids, attn), run(ids, attn), strict=True):
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    before = det.score(frame)
+    with torch.no_grad():  # an in-place change of the weights retraces
+        det.discriminator.electra.embeddings.word_embeddings.weight.mul_(1.5)
+    try:
+        assert det._inference() is not run
+        assert not np.allclose(det.score(frame), before)
+    finally:
+        with torch.no_grad():
+            det.discriminator.electra.embeddings.word_embeddings.weight.div_(1.5)
+    np.testing.assert_allclose(det.score(frame), before, rtol=1e-5)
+
+
 def test_long_windows_are_chunked_not_truncated(data):
     """A window longer than max_length whose only anomaly lies past max_length scores higher."""
     det = FastLogAD(TINY | {"max_length": 24, "epochs": 4})
