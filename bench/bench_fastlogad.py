@@ -334,7 +334,7 @@ def _ms(stat: dict[str, float]) -> str:
 def markdown(results: dict[str, Any]) -> str:
     lines = ["| dataset / protocol | seeds | threshold rule (label-free) | precision | recall | F1 | AUROC "
              "| AUPR | oracle F1 (UPPER BOUND, test-tuned) | train s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|"] if results["sections"] else []
     for sec in results["sections"]:
         s = sec["summary"]
         lines.append(f"| {sec['name']} | {s['f1']['n']} | 0.99 quantile of normal val (paper; headline) | "
@@ -344,7 +344,8 @@ def markdown(results: dict[str, Any]) -> str:
                      f"{_ms(s['floor_recall'])} | {_ms(s['floor_f1'])} | | | | |")
     if results.get("speed"):
         m = results["machine"]
-        lines += ["", f"Inference speed (discriminator only, {m['cpu']}, {m['nproc']} CPUs, GPU: {m['gpu']}; "
+        lines += [""] * bool(lines) + [
+                  f"Inference speed (discriminator only, {m['cpu']}, {m['nproc']} CPUs, GPU: {m['gpu']}; "
                   "the model runs once per distinct sequence of a call):", "",
                   "| batch size | windows/s | lines/s | ms per window | distinct windows per call |",
                   "|---|---|---|---|---|"]
