@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,19 @@ def test_unknown_app_args_are_refused():
 def test_serve_command_refuses_a_registry_without_serving_models(tmp_path, capsys):
     assert main(["serve", "--registry", str(tmp_path / "empty")]) == 2
     assert "no source with a serving model" in capsys.readouterr().err
+
+
+def test_ray_env_sets_serves_request_path_without_overriding_the_user(monkeypatch):
+    """Proxies and replicas read these when Ray starts; a user's own value wins."""
+    from logad.ray_env import _SERVE_ENV, prepare_ray_env
+
+    for name in _SERVE_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RAY_SERVE_USE_GRPC_BY_DEFAULT", "0")
+    prepare_ray_env()
+    assert os.environ["RAY_SERVE_USE_GRPC_BY_DEFAULT"] == "0"
+    assert os.environ["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"] == "0"
+    assert os.environ["RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP"] == "0"
+    # cluster.yaml exports the same values before `ray start`
+    text = (ROOT / "cluster.yaml").read_text()
+    assert all(f"{k}={v}" in text for k, v in _SERVE_ENV.items())
