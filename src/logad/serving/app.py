@@ -106,8 +106,9 @@ def _freeze_heap() -> None:
     """Move what is alive now (imported modules, loaded models) out of the garbage
     collector's sight: a full collection then walks only what requests allocate,
     instead of pausing a request for the hundreds of thousands of objects torch and
-    transformers bring. A model unloaded later stays frozen; that is bounded by the
-    LRU's size."""
+    transformers bring. Frozen objects are never collected, so each call first thaws
+    and collects: a model the LRU evicted since the last load is freed now."""
+    gc.unfreeze()
     gc.collect()
     gc.freeze()
 
