@@ -41,6 +41,7 @@ is counted in the run summary.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -148,10 +149,7 @@ class LogLinesDatasource(Datasource):
     """Read tasks over packed shards (see :func:`_pack`); each yields batches of lines, streaming."""
 
     def estimate_inmemory_data_size(self) -> int | None:
-        return sum(
-            (s.end or s.file.size) - s.start if s.file.compression == "none" else s.file.size * 5
-            for s in self.shards
-        )
+        return _raw_bytes(self.shards)
 
     def __init__(self, shards: list[Shard], *, encoding: str, batch_lines: int, counter=None,
                  target_tasks: int = 1) -> None:
@@ -205,11 +203,14 @@ def _read_reported(shards: list[Shard], encoding: str, batch_lines: int, counter
             yield table
 
 
-def _make_reader(shards: list[Shard], encoding: str, batch_lines: int, counter) -> Callable:
-    def read():
-        yield from _read_reported(shards, encoding, batch_lines, counter)
+def _raw_bytes(shards: list[Shard]) -> int:
+    """Raw log bytes of ``shards`` (compressed files counted at about 5× their size)."""
+    return sum((s.end or s.file.size) - s.start if s.file.compression == "none" else s.file.size * 5
+               for s in shards)
 
-    return read
+
+def _make_reader(shards: list[Shard], encoding: str, batch_lines: int, counter) -> Callable:
+    return functools.partial(_read_reported, shards, encoding, batch_lines, counter)
 
 
 class _Collector:
@@ -569,8 +570,6 @@ def run_ingest(
         "file_uris": [f.uri for f in files], "counter": counter, "collector": collector,
         "staging": staging,
     }
-    datasource = LogLinesDatasource(shards, encoding=config.encoding, batch_lines=batch_lines, counter=counter,
-                                    target_tasks=2 * cpus)
     groups = _pack(shards, 2 * cpus)
     if len(groups) >= cpus:
         # Enough pieces for every actor: each reads its own shard groups, so lines never
@@ -590,7 +589,8 @@ def run_ingest(
         # quarter, leaving room on even a 1-CPU node.
         log(f"stage 1: {len(groups)} read task(s) stream lines to {cpus} parse actor(s)")
         lines = ray.data.read_datasource(
-            datasource,
+            LogLinesDatasource(shards, encoding=config.encoding, batch_lines=batch_lines, counter=counter,
+                               target_tasks=2 * cpus),
             override_num_blocks=len(groups),  # one block per packed read task: few, large blocks
             ray_remote_args={"num_cpus": 0.25},
         )
@@ -618,7 +618,7 @@ def run_ingest(
     # partition, never the whole input.
     t = time.perf_counter()
     label_box = [ray.put(label_map)] if label_map is not None else None
-    parts = num_partitions or max(cpus, math.ceil((datasource.estimate_inmemory_data_size() or 0) / _PARTITION_BYTES))
+    parts = num_partitions or max(cpus, math.ceil(_raw_bytes(shards) / _PARTITION_BYTES))
     shuffle = _join(output, "_shuffle")
     _clear_dir(shuffle)
     sfs, spath = resolve_fs(shuffle)

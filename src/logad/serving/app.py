@@ -102,22 +102,18 @@ def _marks(request: dict[str, Any], scores: np.ndarray, fallback: float) -> np.n
     return np.zeros(len(scores), dtype=bool)
 
 
-def _freeze_heap() -> None:
-    """Move what is alive now (imported modules, loaded models) out of the garbage
-    collector's sight: a full collection then walks only what requests allocate,
-    instead of pausing a request for the hundreds of thousands of objects torch and
-    transformers bring. Frozen objects are never collected, so each call first thaws
-    and collects: a model the LRU evicted since the last load is freed now."""
-    gc.unfreeze()
-    gc.collect()
-    gc.freeze()
-
-
 def _load_frozen(path: str) -> Any:
+    """Load a detector, then move what is alive (imported modules, loaded models) out of
+    the garbage collector's sight: a full collection then walks only what requests
+    allocate, instead of pausing a request for the hundreds of thousands of objects
+    torch and transformers bring. Frozen objects are never collected, so the heap is
+    thawed and collected first: a model the LRU evicted since the last load is freed."""
     from logad.methods import load_detector
 
     detector = load_detector(path)
-    _freeze_heap()
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
     return detector
 
 

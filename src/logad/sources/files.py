@@ -35,6 +35,7 @@ __all__ = [
     "plan_shards",
     "read_shard",
     "resolve_fs",
+    "trim_lines",
 ]
 
 LINES_SCHEMA = pa.schema(
@@ -341,11 +342,11 @@ def _arrow_table(lines: pa.Array, offs: np.ndarray, file_idx: int, line_no: int,
     if codecs.lookup(encoding).name != "utf-8":
         return _to_table(body.to_pylist(), offs, file_idx, line_no, encoding, stats)
     try:
-        text = pc.if_else(pc.ends_with(body, pattern="\r"), pc.binary_slice(body, 0, -1), body).cast(pa.string())
+        text = body.cast(pa.string())
     except pa.ArrowInvalid:
         return _to_table(body.to_pylist(), offs, file_idx, line_no, encoding, stats)
     nums = np.arange(line_no, line_no + n, dtype=np.int64) if line_no >= 0 else np.full(n, -1, np.int64)
-    nonempty = pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(text)), 0).to_numpy(zero_copy_only=False)
+    text, nonempty = trim_lines(text)
     stats.empty_lines += int(n - nonempty.sum())
     stats.lines_read += n
     if not nonempty.all():
@@ -362,6 +363,14 @@ def _arrow_table(lines: pa.Array, offs: np.ndarray, file_idx: int, line_no: int,
         schema=LINES_SCHEMA,
     )
     return table, (line_no + n if line_no >= 0 else -1)
+
+
+def trim_lines(text: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """Lines without their line break: one trailing ``"\r"`` dropped, and which of them
+    hold more than whitespace (the others are counted as empty and skipped). The rule
+    for every line logad reads, from a file or from a request."""
+    text = pc.if_else(pc.ends_with(text, pattern="\r"), pc.utf8_slice_codeunits(text, 0, -1), text)
+    return text, pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(text)), 0).to_numpy(zero_copy_only=False)
 
 
 def _flush(stats: ReadStats) -> ReadStats:

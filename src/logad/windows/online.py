@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 
 from logad.parsing.template_store import UNKNOWN_ID, TemplateStore, mask_contents
 from logad.sources.config import FixedGrouping, SessionGrouping, SourceConfig
+from logad.sources.files import trim_lines
 from logad.sources.lines import LineSplitter
 from logad.windows.grouping import assign_windows, build_windows, session_ids
 
@@ -64,11 +65,8 @@ class WindowBuilder:
     def table(self, lines: Sequence[str] | pa.Array) -> tuple[pa.Table, LineStats]:
         """As :meth:`__call__`, the windows as an Arrow table (no pandas conversion)."""
         stats = LineStats(lines=len(lines))
-        # the ingest reader's rules, in Arrow kernels: drop one trailing "\r", skip lines
-        # that are empty once whitespace is trimmed
-        text = lines if isinstance(lines, pa.Array) else pa.array(lines, pa.string())
-        text = pc.if_else(pc.ends_with(text, pattern="\r"), pc.utf8_slice_codeunits(text, 0, -1), text)
-        keep = pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(text)), 0).to_numpy(zero_copy_only=False)
+        # the ingest reader's rule: drop one trailing "\r", skip lines of only whitespace
+        text, keep = trim_lines(lines if isinstance(lines, pa.Array) else pa.array(lines, pa.string()))
         stats.empty_lines = int(len(text) - keep.sum())
         # byte offsets and line numbers as if the batch were one file read by ingest
         lens = pc.binary_length(text).to_numpy(zero_copy_only=False).astype(np.int64) + 1
