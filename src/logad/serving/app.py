@@ -367,8 +367,8 @@ class Ingress:
         # Decoding, parsing and scoring run inline on the replica's event loop, not in worker
         # threads: they hold the GIL for most of their time, and handing it between threads
         # made concurrent requests queue behind each other's switch intervals (10-line
-        # requests at concurrency 4: 74.7 -> 53.6 ms p50 in bench/serve_latency.py). It also keeps a context's
-        # WindowBuilder, which is not thread-safe, on one thread.
+        # requests at concurrency 4: 74.7 -> 53.6 ms p50 in bench/serve_latency.py). It
+        # also keeps a context's WindowBuilder, which is not thread-safe, on one thread.
         lines, replaced = decode_body(body, ctype, cenc, self.limits)
         try:
             ctx = await self._context(mv)
