@@ -105,9 +105,57 @@ def test_score_contract(fitted, data):
     np.testing.assert_allclose(det.score(frame.iloc[::-1])[::-1], scores, rtol=1e-5)
 
 
-def test_threshold_is_quantile_of_normal_validation_scores(fitted, data):
-    det, _ = fitted
-    assert det.threshold == pytest.approx(np.quantile(det.score(data["val"]), 0.99), rel=1e-6)
+def test_threshold_comes_from_the_quantile_of_normal_validation_scores(fitted, data):
+    det, report = fitted
+    q = np.quantile(det.score(data["val"]), 0.99)
+    assert report.extra["threshold_quantile_value"] == pytest.approx(q, rel=1e-6)
+    expected = np.sqrt(q * np.log(2)) if q < np.log(2) else q  # the default 'midpoint' rule
+    assert det.threshold == pytest.approx(expected, rel=1e-6)
+
+
+def test_threshold_rules():
+    from logad.methods.fastlogad import _threshold_from_quantile
+
+    ln2 = np.log(2)
+    assert _threshold_from_quantile(0.04, "quantile") == 0.04
+    # halfway in log-norm between the quantile and HST's p = 0.5 boundary
+    mid = _threshold_from_quantile(0.04, "midpoint")
+    assert np.log(mid) == pytest.approx((np.log(0.04) + np.log(ln2)) / 2)
+    assert 0.04 < mid < ln2
+    # a quantile already at or past the boundary is kept: the rule never lowers the cut
+    assert _threshold_from_quantile(2.0, "midpoint") == 2.0
+    assert _threshold_from_quantile(0.0, "midpoint") == 0.0
+
+
+def test_order_free_model_scores_a_multiset(data, tmp_path):
+    """positions=False: a window's score does not depend on the order of its events."""
+    det = FastLogAD(TINY | {"positions": False, "warmup_epochs": 1, "epochs": 1})
+    det.fit(data["train"], data["val"])
+    table = det.discriminator.electra.embeddings.position_embeddings.weight
+    assert not table.requires_grad and not table.any()  # zeroed, and training left it so
+    frame = data["abnormal"].iloc[:20]
+    rng = np.random.default_rng(0)
+    shuffled = frame.assign(event_ids=[list(rng.permutation(s)) for s in frame["event_ids"]])
+    assert any(list(a) != list(b) for a, b in zip(frame["event_ids"], shuffled["event_ids"], strict=True))
+    np.testing.assert_allclose(det.score(shuffled), det.score(frame), rtol=1e-4, atol=1e-6)
+    det.save(tmp_path / "m")
+    np.testing.assert_array_equal(FastLogAD.load(tmp_path / "m").score(shuffled), det.score(shuffled))
+    # the [CLS] vector itself is order-blind; with learned positions (the paper's) it is not
+    ordered = FastLogAD(TINY | {"positions": True, "warmup_epochs": 1, "epochs": 1})
+    ordered.fit(data["train"], data["val"])
+    gap = {name: (_cls(model, shuffled) - _cls(model, frame)).abs().max().item()
+           for name, model in (("free", det), ("ordered", ordered))}
+    assert gap["free"] < 1e-5 and gap["ordered"] > 1e-3, gap
+
+
+def _cls(det: FastLogAD, frame: pd.DataFrame):
+    import torch
+
+    from logad.methods.fastlogad import _collate
+
+    ids, attn = _collate(det._tokens(frame))
+    with torch.inference_mode():
+        return det.discriminator.electra(input_ids=ids, attention_mask=attn).last_hidden_state[:, 0]
 
 
 def test_fit_never_reads_labels(data):

@@ -73,6 +73,7 @@ __all__ = ["FastLogAD", "FastLogADConfig", "Vocabulary"]
 PAD, CLS, MASK, UNK = 0, 1, 2, 3
 SPECIAL_TOKENS = ("[PAD]", "[CLS]", "[MASK]", "[UNK]")
 NUM_SPECIAL = len(SPECIAL_TOKENS)
+LN2 = math.log(2.0)  # HST's p = 0.5 boundary: 1 - exp(-score) = 0.5
 WEIGHTS_FILE = "model.safetensors"
 VOCAB_FILE = "vocab.json"
 STATE_FILE = "state.json"
@@ -102,6 +103,10 @@ class FastLogADConfig(BaseModel):
     generator_num_layers: int = Field(1, ge=1, description="MLM generator transformer layers")
     generator_num_heads: int = Field(2, ge=1, description="MLM generator attention heads")
     generator_intermediate_size: int = Field(128, ge=8, description="MLM generator feed-forward width")
+    positions: bool = Field(
+        True, description="learned position embeddings (the paper's). False zeroes and freezes "
+        "them, so a window's score depends on which events it holds and how often, not on their "
+        "order: for sources whose concurrent writers interleave lines in arbitrary order")
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="hidden and attention dropout")
     max_length: int = Field(
         512, ge=2, description="tokens per model input including [CLS]; longer windows are "
@@ -122,12 +127,17 @@ class FastLogADConfig(BaseModel):
     mlm_weight: float = Field(20.0, gt=0.0, description="weight of the MLM loss in warm-up")
     hst_lambda: float = Field(1.0, gt=0.0, description="lambda of the HST pseudo-anomaly term")
     threshold_quantile: float = Field(
-        0.99, gt=0.0, le=1.0, description="threshold = this quantile of normal validation scores")
+        0.99, gt=0.0, le=1.0, description="q: the quantile of normal validation scores the "
+        "threshold starts from")
+    threshold_rule: Literal["quantile", "midpoint"] = Field(
+        "midpoint", description="'quantile' = the q quantile itself (the paper's rule); "
+        "'midpoint' = halfway in log-norm from the q quantile to ln 2, the HST classifier's own "
+        "p = 0.5 boundary (HST is a BCE with P(anomalous) = 1 - exp(-score)), i.e. "
+        "sqrt(quantile * ln 2) when the quantile is below ln 2. HST packs normal windows into a "
+        "cluster so tight that a quantile of it sits inside noise, and any normal window the "
+        "validation part under-represents lands just above it")
     threshold_min: float = Field(
-        0.0, ge=0.0, description="floor for the stored threshold. HST is a BCE with "
-        "P(anomalous) = 1 - exp(-score), so ln 2 = 0.693 is the classifier's own p = 0.5 "
-        "boundary; a floor guards against a validation cluster collapsed near 0, where a "
-        "quantile sits inside noise. 0 = the paper's plain quantile")
+        0.0, ge=0.0, description="floor for the stored threshold (0 = none)")
     explain_head_epochs: int = Field(
         1, ge=0, description="epochs re-fitting the RTD head on the frozen final encoder")
     explain_min_probability: float = Field(
@@ -320,7 +330,21 @@ class FastLogAD(Detector):
 
     def _build_discriminator(self, vocab_size: int) -> ElectraForPreTraining:
         with _quiet_transformers():
-            return ElectraForPreTraining(self._electra_config(vocab_size, generator=False))
+            return self._order(ElectraForPreTraining(self._electra_config(vocab_size, generator=False)))
+
+    def _build_generator(self, vocab_size: int) -> ElectraForMaskedLM:
+        with _quiet_transformers():
+            return self._order(ElectraForMaskedLM(self._electra_config(vocab_size, generator=True)))
+
+    def _order(self, model: Any) -> Any:
+        """With ``positions=False``, zero and freeze the position embeddings: self-attention
+        alone is order-blind, so [CLS] sees the window as a multiset of events."""
+        if not self.config.positions:
+            table = model.electra.embeddings.position_embeddings
+            with torch.no_grad():
+                table.weight.zero_()
+            table.requires_grad_(False)
+        return model
 
     def _tokens(self, windows: pd.DataFrame) -> list[np.ndarray]:
         assert self.vocab is not None
@@ -417,8 +441,7 @@ class FastLogAD(Detector):
         disc = self._build_discriminator(vocab_size).to(device)
         generator = None
         if c.variant == "mlm":
-            with _quiet_transformers():
-                generator = ElectraForMaskedLM(self._electra_config(vocab_size, generator=True)).to(device)
+            generator = self._build_generator(vocab_size).to(device)
         report = FitReport(method=self.name, num_train_windows=len(train), num_val_windows=len(val))
 
         def log(entry: dict[str, Any]) -> None:
@@ -514,7 +537,8 @@ class FastLogAD(Detector):
         self.discriminator = disc
         self._threshold = 0.0  # marks fitted so score() runs; replaced just below
         val_scores = self.score(val)
-        self._threshold = max(float(np.quantile(val_scores, c.threshold_quantile)), c.threshold_min)
+        quantile = float(np.quantile(val_scores, c.threshold_quantile))
+        self._threshold = max(_threshold_from_quantile(quantile, c.threshold_rule), c.threshold_min)
         report.threshold = self._threshold
         report.train_time_s = time.perf_counter() - t0
         report.extra = {
@@ -522,6 +546,7 @@ class FastLogAD(Detector):
             "num_train_chunks": len(train_chunks),
             "num_parameters": sum(p.numel() for p in disc.parameters()),
             "device": str(device),
+            "threshold_quantile_value": quantile,
             "val_score_quantiles": {
                 str(q): float(np.quantile(val_scores, q)) for q in (0.5, 0.9, 0.99, 1.0)
             },
@@ -692,11 +717,17 @@ class FastLogAD(Detector):
         (out / VOCAB_FILE).write_text(json.dumps(self.vocab.to_json()) + "\n")
         state = {
             "threshold": self._threshold,
-            "threshold_strategy": f"label-free: {self.config.threshold_quantile} quantile of normal "
-            f"validation scores, floored at {self.config.threshold_min}",
+            "threshold_strategy": self._threshold_note(),
             "fit_report": self.fit_report.to_dict() if self.fit_report else None,
         }
         (out / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+
+    def _threshold_note(self) -> str:
+        c = self.config
+        base = f"{c.threshold_quantile} quantile of normal validation scores"
+        if c.threshold_rule == "midpoint":
+            base = f"halfway in log-norm from the {base} to ln 2 (HST p = 0.5)"
+        return f"label-free: {base}" + (f", floored at {c.threshold_min}" if c.threshold_min else "")
 
     @classmethod
     def load(cls, path: str | Path) -> FastLogAD:
@@ -735,6 +766,13 @@ class FastLogAD(Detector):
         if state.get("fit_report"):
             det.fit_report = FitReport.from_dict(state["fit_report"])
         return det
+
+
+def _threshold_from_quantile(quantile: float, rule: str) -> float:
+    """The stored threshold for a quantile of normal validation scores under ``rule``."""
+    if rule == "midpoint" and 0.0 < quantile < LN2:
+        return math.sqrt(quantile * LN2)
+    return quantile
 
 
 def _cls_norms(disc: ElectraForPreTraining, ids: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
