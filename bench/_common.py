@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DATASETS = ROOT.parent / "shared" / "datasets"
+DATASETS = Path(os.environ.get("LOGAD_DATASETS", ROOT.parent / "shared" / "datasets"))
 RESULTS = ROOT / "bench" / "results"
 DOC = ROOT / "docs" / "benchmarks.md"
 
@@ -46,3 +46,32 @@ def record(title: str, markdown: str, figures: dict, json_name: str) -> None:
     payload = {"title": title, "date": now, "machine": machine(), "command": command(), **figures}
     (RESULTS / json_name).write_text(json.dumps(payload, indent=1, default=str))
     print(section)
+
+
+def liberty_windows(window_lines: int = 10) -> Path:
+    """Liberty windows of ``window_lines`` consecutive messages, through ``logad ingest``.
+
+    LogLLM's Liberty_test1.csv holds 100 windows of 100 messages with a label per
+    message (``item_Label``); ``logad data prepare liberty`` turns it into lines and
+    ``data_pipelines/liberty.yaml`` (its grouping swapped for fixed windows) parses
+    them with Drain3. A window is anomalous when any of its messages is. (The
+    larger Liberty_test2_dev.csv keeps one message of each 100-message window, so
+    its contents cannot predict its labels.)
+    """
+    out = ROOT / "bench" / "scratch" / f"liberty_w{window_lines}"
+    if (out / "windows").is_dir():
+        return out
+    csv_file = DATASETS / "liberty_logllm" / "Liberty_test1.csv"
+    if not csv_file.is_file():
+        sys.exit(f"missing {csv_file}: this benchmark needs LogLLM's Liberty CSVs in ../shared/datasets")
+    from logad.pipelines.ingest import run_ingest
+    from logad.ray_env import init_ray
+    from logad.sources.config import FixedGrouping, load_source_config
+    from logad.sources.datasets import prepare_liberty
+
+    log_file, _ = prepare_liberty([csv_file], out / "lines")
+    config = load_source_config(ROOT / "data_pipelines" / "liberty.yaml")
+    config = config.model_copy(update={"grouping": FixedGrouping(window_lines=window_lines)})
+    init_ray(progress=False)
+    run_ingest(config, [str(log_file)], str(out), progress=False, log=lambda _: None)
+    return out

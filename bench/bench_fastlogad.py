@@ -11,8 +11,9 @@ Sections (each skipped with a message when its data is absent):
   order train (10% validation), every other block tests.
 * ``hdfs2pct-chronological``: the same windows under the default
   chronological protocol (60% of the timeline trains, straddlers dropped).
-* ``liberty``: LogLLM's Liberty windows (each CSV row a window, messages joined
-  by " ;-; "), templates mined with Drain3 here, chronological (row order).
+* ``liberty``: LogLLM's Liberty_test1.csv (10,000 messages, a label each) as
+  windows of 10 consecutive messages through ``logad ingest``
+  (data_pipelines/liberty.yaml), chronological (log order).
 * ``bgl2k``: smoke test on Loghub BGL 2k (first 1,500 lines), fixed windows of
   20 lines, chronological.
 * ``speed``: training time, and inference windows/s and lines/s at batch sizes
@@ -173,28 +174,22 @@ def hdfs_2pct(windows_dir: str | None) -> tuple[pd.DataFrame, str] | None:
 
 
 def liberty() -> tuple[pd.DataFrame | None, str]:
-    """Liberty windows: each CSV row a window, its messages joined by " ;-; ".
+    """Liberty: LogLLM's Liberty_test1.csv as windows of 10 consecutive messages (``logad ingest``).
 
-    Returns (None, reason) when the data is absent or unusable: the copy in
-    ../shared/datasets holds only ONE message per row although ``session_length``
-    and ``item_Label`` describe 100-message windows, so the window content does
-    not determine the label (every window after row ~2,400 is the same single
-    template, labelled both ways) and any content-based score has AUROC 0.5.
+    Returns (None, reason) when the data is absent. The larger Liberty_test2_dev.csv
+    is not used: it keeps one message of each 100-message window, so its window
+    contents cannot predict its labels.
     """
-    f = DATA / "liberty_logllm" / "Liberty_test2_dev.csv"
-    if not f.is_file():
-        return None, f"{f} not found"
-    rows = pd.read_csv(f)
-    msgs = [str(c).split(" ;-; ") for c in rows["Content"]]
-    lengths = np.array([len(m) for m in msgs])
-    if "session_length" in rows and (lengths < rows["session_length"].to_numpy()).mean() > 0.5:
-        return None, (f"{f.name} holds {lengths.mean():.0f} message(s) per row but session_length says "
-                      f"{rows['session_length'].mean():.0f}: the window contents are truncated, so labels "
-                      "cannot be predicted from them (not evaluated)")
-    ids = drain3_ids([x for m in msgs for x in m])
-    seqs = [a.tolist() for a in np.split(ids, np.cumsum(lengths)[:-1])]
-    w = _frame("liberty", [f"row{i}" for i in range(len(rows))], seqs, msgs, rows["Label"].astype(int))
-    return w, ""
+    if not (DATA / "liberty_logllm" / "Liberty_test1.csv").is_file():
+        return None, f"{DATA / 'liberty_logllm' / 'Liberty_test1.csv'} not found"
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import liberty_windows
+
+    from logad.windows import read_windows
+
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    os.environ.setdefault("RAY_ADDRESS", "local")
+    return read_windows(liberty_windows(10)), ""
 
 
 def bgl_2k(window: int = 20) -> pd.DataFrame | None:
@@ -416,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             log(f"Liberty: {len(w)} windows, {int((w['label'] == 1).sum())} anomalous")
             results["sections"].append(run_seeds(
-                "Liberty (LogLLM windows, chronological row order)",
+                "Liberty test1 (10-message windows, chronological)",
                 args.seeds, base, protocol_split(w, "chronological")))
         elif sec == "bgl2k":
             w = bgl_2k()

@@ -88,6 +88,16 @@ def test_chronological_without_times_keeps_table_order():
     assert set(s.test["window_id"]) <= set(w["window_id"].iloc[350:])
 
 
+def test_fixed_windows_without_times_read_back_in_log_order(tmp_path):
+    """Ids FILE#LINE sort by file, then line number (not as text: #100 after #90)."""
+    from logad.windows import read_windows
+
+    ids = ["b.log#0", "a.log#100", "a.log#90", "a.log#0", "a.log#1000", "a.log#10"]
+    frame = hdfs_windows().iloc[: len(ids)].assign(window_id=ids, start=pd.NaT, end=pd.NaT)
+    got = read_windows(_write_windows_dir(tmp_path / "w", frame))["window_id"].tolist()
+    assert got == ["a.log#0", "a.log#10", "a.log#90", "a.log#100", "a.log#1000", "b.log#0"]
+
+
 def test_fastlogad_protocol():
     w = hdfs_windows()
     s = split_windows(w, "fastlogad", num_train=400, seed=1)
@@ -231,7 +241,7 @@ def test_train_and_evaluate_commands(tmp_path, capsys):
     }))
     model = tmp_path / "model"
     rc = _cli(["train", "--method", "fastlogad", "--windows", str(windows), "--output", str(model),
-               "--protocol", "fastlogad", "--split-param", "num_train=400", "--epochs", "4",
+               "--protocol", "fastlogad", "--split-param", "num_train=400", "--epochs", "12",
                "--seed", "1", "--device", "cpu", "--config", str(config), "--no-progress",
                "--registry", str(tmp_path / "reg"), "--source", "hdfs"])
     out = capsys.readouterr().out

@@ -66,7 +66,9 @@ def read_windows(path: str | Path) -> pd.DataFrame:
 
     Returns:
         A DataFrame sorted by (start, window_id) with ``event_ids`` and
-        ``lines`` as Python lists and ``label`` as nullable ``Int8``.
+        ``lines`` as Python lists and ``label`` as nullable ``Int8``. Ids of
+        fixed-count windows (``FILE#FIRST_LINE``) sort by file, then line
+        number, so windows without timestamps keep the order of the log.
     """
     p = Path(path)
     if p.is_dir() and (p / "windows").is_dir():
@@ -80,5 +82,9 @@ def read_windows(path: str | Path) -> pd.DataFrame:
     df = table.to_pandas(types_mapper={pa.int8(): pd.Int8Dtype()}.get)
     df["event_ids"] = [list(x) for x in df["event_ids"]]
     df["lines"] = [list(x) for x in df["lines"]]
-    df = df.sort_values(["start", "window_id"], kind="stable", na_position="first")
-    return df.reset_index(drop=True)
+    parts = df["window_id"].str.extract(r"^(?P<prefix>.*?)(?:#(?P<line>\d+))?$")
+    order = pd.DataFrame({"start": df["start"], "prefix": parts["prefix"],
+                          "line": pd.to_numeric(parts["line"]), "window_id": df["window_id"]})
+    keys = order.sort_values(["start", "prefix", "line", "window_id"], kind="stable",
+                             na_position="first").index
+    return df.loc[keys].reset_index(drop=True)
