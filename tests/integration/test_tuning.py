@@ -27,7 +27,7 @@ pytestmark = pytest.mark.usefixtures("ray_session")
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "hdfs_eventid"
 TINY = dict(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, generator_hidden_size=16,
             generator_num_layers=1, generator_num_heads=2, generator_intermediate_size=32,
-            warmup_epochs=1, batch_size=32)
+            warmup_epochs=1, batch_size=32, min_hst_steps=0)
 
 
 def _windows_dir(path: Path, poison_test_labels: bool = False) -> Path:

@@ -237,7 +237,7 @@ def test_train_and_evaluate_commands(tmp_path, capsys):
     config.write_text(json.dumps({
         "hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64,
         "generator_hidden_size": 16, "generator_num_heads": 2, "generator_intermediate_size": 32,
-        "warmup_epochs": 1, "learning_rate": 1e-3, "hst_learning_rate": 1e-2,
+        "warmup_epochs": 1, "learning_rate": 1e-3, "hst_learning_rate": 1e-2, "min_hst_steps": 0,
     }))
     model = tmp_path / "model"
     rc = _cli(["train", "--method", "fastlogad", "--windows", str(windows), "--output", str(model),

@@ -20,7 +20,7 @@ UNSEEN = 999  # a template id that never occurs in training
 TINY = dict(
     hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
     generator_hidden_size=16, generator_num_layers=1, generator_num_heads=2,
-    generator_intermediate_size=32, batch_size=32, warmup_epochs=2, epochs=8, patience=3,
+    generator_intermediate_size=32, batch_size=32, warmup_epochs=2, epochs=8, patience=3, min_hst_steps=0,
     learning_rate=1e-3, hst_learning_rate=1e-2, device="cpu", show_progress=False, seed=0,
 )
 
@@ -297,6 +297,16 @@ def test_unfitted_raises(data):
                  lambda: det.threshold, lambda: det.save("/tmp/never")):
         with pytest.raises(NotFittedError, match=r"call fit\(\) or Detector.load"):
             call()
+
+
+def test_small_training_sets_get_more_hst_epochs(data):
+    """450 windows in batches of 32 are 15 steps an epoch: 60 steps need 4 epochs."""
+    det = FastLogAD(TINY | {"warmup_epochs": 0, "epochs": 1, "min_hst_steps": 60, "patience": 10})
+    report = det.fit(data["train"], data["val"])
+    assert report.extra["hst_epoch_cap"] == 4
+    assert sum(h["phase"] == "hst" for h in report.history) == 4
+    exact = FastLogAD(TINY | {"warmup_epochs": 0, "epochs": 1, "min_hst_steps": 0}).fit(data["train"], data["val"])
+    assert exact.extra["hst_epoch_cap"] == 1
 
 
 def test_threshold_floor(data):

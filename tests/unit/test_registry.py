@@ -19,7 +19,7 @@ FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "hdfs_eventid"
 TINY = dict(
     hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
     generator_hidden_size=16, generator_num_layers=1, generator_num_heads=2,
-    generator_intermediate_size=32, batch_size=32, warmup_epochs=1, epochs=2,
+    generator_intermediate_size=32, batch_size=32, warmup_epochs=1, epochs=2, min_hst_steps=0,
     learning_rate=1e-3, hst_learning_rate=1e-2, device="cpu", show_progress=False, seed=0,
 )
 

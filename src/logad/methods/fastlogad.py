@@ -137,6 +137,11 @@ class FastLogADConfig(BaseModel):
     warmup_epochs: int = Field(
         3, ge=0, description="RTD warm-up epochs (generator MLM + discriminator RTD)")
     epochs: int = Field(15, ge=1, description="maximum HST epochs (early-stopped)")
+    min_hst_steps: int = Field(
+        800, ge=0, description="on small training sets, raise the HST epoch cap until HST may "
+        "take this many optimizer steps (early stopping still ends it): 15 epochs of a few "
+        "hundred windows are too few steps to pull the normal windows together. 0 = `epochs` "
+        "is the cap")
     patience: int = Field(
         3, ge=1, description="stop HST after this many epochs without a lower validation loss")
     rtd_weight: float = Field(50.0, gt=0.0, description="weight of the RTD loss in warm-up")
@@ -469,7 +474,9 @@ class FastLogAD(Detector):
         params = list(disc.parameters()) + (list(generator.parameters()) if generator else [])
         opt = torch.optim.AdamW(params, lr=c.learning_rate, weight_decay=c.weight_decay)
         bce = nn.BCEWithLogitsLoss(reduction="none")
-        epochs_bar = tqdm(total=c.warmup_epochs + c.epochs, desc="fastlogad", unit="epoch", disable=not show)
+        batches_per_epoch = -(-len(train_chunks) // c.batch_size)
+        hst_epochs = max(c.epochs, -(-c.min_hst_steps // batches_per_epoch))
+        epochs_bar = tqdm(total=c.warmup_epochs + hst_epochs, desc="fastlogad", unit="epoch", disable=not show)
         for epoch in range(c.warmup_epochs):
             disc.train()
             if generator is not None:
@@ -514,11 +521,11 @@ class FastLogAD(Detector):
         encoder_params = list(disc.electra.parameters())
         opt = torch.optim.AdamW(encoder_params, lr=c.hst_learning_rate, weight_decay=c.weight_decay)
         best_loss, best_state, best_index, bad = math.inf, None, -1, 0
-        for epoch in range(c.epochs):
+        for epoch in range(hst_epochs):
             disc.train()
             total = 0.0
             batches = _length_batches(train_lengths, c.batch_size, rng)
-            for idx in tqdm(batches, desc=f"HST {epoch + 1}/{c.epochs}", leave=False, disable=not show):
+            for idx in tqdm(batches, desc=f"HST {epoch + 1}/{hst_epochs}", leave=False, disable=not show):
                 ids, attn = _collate([train_chunks[i] for i in idx])
                 with torch.no_grad():
                     corrupted, _ = self._replace(ids, self._mask(ids, gen), gen, generator, vocab_size)
@@ -539,7 +546,7 @@ class FastLogAD(Detector):
             else:
                 bad += 1
                 if bad >= c.patience:
-                    report.stopped_early = epoch < c.epochs - 1
+                    report.stopped_early = epoch < hst_epochs - 1
                     break
         epochs_bar.close()
         if best_state is not None:
@@ -559,6 +566,7 @@ class FastLogAD(Detector):
         report.train_time_s = time.perf_counter() - t0
         report.extra = {
             "vocab_size": vocab_size,
+            "hst_epoch_cap": hst_epochs,
             "num_train_chunks": len(train_chunks),
             "num_parameters": sum(p.numel() for p in disc.parameters()),
             "device": str(device),
