@@ -89,8 +89,8 @@ def test_plain_gzip_zstd_and_byte_ranges_give_identical_windows(tmp_path, hdfs_c
                        log=logs[name].append)
         results[name] = _as_dict(read_windows(tmp_path / name))
         counts[name] = (s.lines_read, s.lines_parsed, s.lines_malformed, s.lines_without_window, s.windows)
-    # the plain file again, cut into many byte ranges: enough shard groups for every parse
-    # actor, so the actors read them themselves instead of read tasks streaming one file
+    # the plain file again, cut into many byte ranges: enough shard groups for every CPU,
+    # so parse tasks read them themselves instead of read tasks streaming one file to actors
     logs["ranges"] = []
     s = run_ingest(hdfs_config, [str(tmp_path / "in" / "a.log")], str(tmp_path / "ranges"), progress=False,
                    log=logs["ranges"].append, shard_bytes=64 << 10)

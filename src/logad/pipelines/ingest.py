@@ -2,18 +2,20 @@
 
 The raw input is read and parsed once, streaming, in three stages:
 
-1. **Parse** (a fixed pool of stateful actors, one per CPU): read the
-   shards, split headers, mask variables, find session ids, and stage the
-   lines as Parquet next to the output. Where the input splits into at
-   least one shard group per actor, the actors read their groups
-   themselves (no lines in the object store, no read tasks competing for
-   the cores); otherwise (one large compressed file, say) read tasks
-   stream batches of lines to them, so every actor still parses. Without a frozen store, each batch
+1. **Parse**: read the shards, split headers, mask variables, find session
+   ids, and stage the lines as Parquet next to the output. Where the input
+   splits into at least one shard group per CPU, Ray Data tasks (one per
+   CPU at a time) read and parse their groups themselves: no lines in the
+   object store, and the task workers, each with its parser built once, go
+   on to run stages 2 and 3 rather than new processes starting and
+   importing after stage 1. Otherwise (one large compressed file, say) read
+   tasks stream batches of lines to a fixed pool of stateful actors, one per
+   CPU, so every CPU still parses. Without a frozen store, each batch
    also sends its distinct masked messages (with first position and count)
-   to a collector; one actor then feeds them to Drain3 in input order and
-   freezes the store. That is exactly what Drain3 would have built from the
+   to the run's bookkeeping actor, which then feeds them to Drain3 in input
+   order and freezes the store. That is exactly what Drain3 would have built from the
    whole stream, at the cost of one pass over distinct messages. With a
-   frozen store (``--templates``), the actors load it once each and match
+   frozen store (``--templates``), the parsers load it once each and match
    every line right there.
 2. **Match and partition** (one task per staged file): template ids for
    the staged lines (the store cached once per worker process), window
@@ -45,6 +47,7 @@ import functools
 import json
 import math
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -137,9 +140,6 @@ class _Counts:
         return counts, errors, {k: sorted(v) for k, v in self.nodes.items()}
 
 
-_Counter = ray.remote(num_cpus=0)(_Counts)
-
-
 def _where(stage: str) -> tuple[str, str]:
     """(stage, id of the Ray node this task or actor runs on), for the counter."""
     return stage, ray.get_runtime_context().get_node_id()
@@ -214,13 +214,14 @@ def _make_reader(shards: list[Shard], encoding: str, batch_lines: int, counter) 
 
 
 class _Collector:
-    """Gathers the distinct masked messages of the mining pass, with first position and count."""
+    """Gathers the distinct masked messages of the mining pass, with first position and
+    count, and mines them once stage 1 is over (Drain3 is stateful and not safe to share)."""
 
     def __init__(self) -> None:
         self.first: dict[str, int] = {}
         self.count: dict[str, int] = {}
 
-    def add(self, masked: list[str], first: list[int], count: list[int]) -> None:
+    def collect(self, masked: list[str], first: list[int], count: list[int]) -> None:
         f, c = self.first, self.count
         for m, k, n in zip(masked, first, count, strict=True):
             if m in f:
@@ -235,21 +236,27 @@ class _Collector:
         ms = sorted(self.first, key=self.first.__getitem__)
         return ms, [self.count[m] for m in ms]
 
-
-_CollectorActor = ray.remote(num_cpus=0)(_Collector)
-
-
-@ray.remote(num_cpus=1)
-class _MinerActor:
-    """Drain3 is stateful and not safe to share: mining happens here, once."""
-
-    def mine(self, parsing_dict: dict, collector) -> dict:
+    def mine(self, parsing_dict: dict) -> dict:
+        """Feed the distinct messages to Drain3 in input order; the frozen store as a dict."""
         from logad.sources.config import ParsingConfig
 
-        masked, counts = ray.get(collector.ordered.remote())
         miner = TemplateMiner(ParsingConfig.model_validate(parsing_dict))
-        miner.add(masked, counts)
+        miner.add(*self.ordered())
         return miner.freeze().to_dict()
+
+
+class _Bookkeeper(_Counts, _Collector):
+    """A run's one bookkeeping actor: the counts and, when mining, the distinct messages
+    and Drain3 itself. One worker process instead of three: on 2 cores each Ray worker
+    costs about 1.5 s of CPU to start and import, and a mining actor started after
+    stage 1 put that start on the critical path."""
+
+    def __init__(self) -> None:
+        _Counts.__init__(self)
+        _Collector.__init__(self)
+
+
+_BookkeeperActor = ray.remote(num_cpus=0)(_Bookkeeper)
 
 
 # The staged lines and the shuffle are written once and read once: LZ4 and no dictionary
@@ -262,10 +269,10 @@ _STAGED_FILE_BYTES = 128 << 20
 
 
 class _ParseLines:
-    """Stage 1, one actor per CPU: split headers, mask, find session ids, stage the lines.
+    """Stage 1, one per CPU: split headers, mask, find session ids, stage the lines.
 
     With a frozen ``store`` the lines are matched here (the store is loaded
-    once per actor). Without one, the masked message is staged for the match
+    once per parser). Without one, the masked message is staged for the match
     stage and each batch's distinct messages go to the collector for mining.
     """
 
@@ -322,7 +329,8 @@ class _ParseLines:
             u = pa.table({"m": masked, "k": key}).group_by("m", use_threads=False).aggregate(
                 [("k", "min"), ("k", "count")]
             )
-            calls.append(self.collector.add.remote(u["m"].to_pylist(), u["k_min"].to_pylist(), u["k_count"].to_pylist()))
+            calls.append(self.collector.collect.remote(u["m"].to_pylist(), u["k_min"].to_pylist(),
+                                                       u["k_count"].to_pylist()))
             lines["masked"] = masked
             rows = pa.table(lines).filter(grouped)
         else:
@@ -338,11 +346,12 @@ class _ParseLines:
 
 
 class _ReadParse(_ParseLines):
-    """Stage 1 where the input splits into enough pieces: each actor reads its own shards.
+    """Stage 1 where the input splits into enough pieces: the parser reads its own shards.
 
     The lines then never pass through the object store, and no read task competes
-    with the parse actors for the cores. Its input rows name shard groups (see
-    :func:`_pack`), one group per call.
+    with the parsers for the cores. Its input rows name shard groups (see
+    :func:`_pack`), one group per call; :func:`_read_parse` keeps one per worker
+    process.
     """
 
     def __init__(self, groups: list[list[Shard]], encoding: str, batch_lines: int,
@@ -380,6 +389,20 @@ class _ReadParse(_ParseLines):
                 if writer is not None:
                     writer.close()
         return pa.table({"staged": pa.array(names, pa.string()), "rows": pa.array(counts, pa.int64())})
+
+
+_PARSERS: dict[str, _ReadParse] = {}
+
+
+def _read_parse(batch: pa.Table, *, run: str, **kwargs: Any) -> pa.Table:
+    """Stage 1 as a Ray Data task: this process's parser for the run (built on its first
+    batch, so the store and splitter load once per worker process) reads and parses the
+    shard groups the batch names."""
+    parser = _PARSERS.get(run)
+    if parser is None:
+        _PARSERS.clear()  # a worker process serves one run at a time
+        parser = _PARSERS[run] = _ReadParse(**kwargs)
+    return parser(batch)
 
 
 _STORE_CACHE: dict[str, TemplateStore] = {}
@@ -557,14 +580,14 @@ def run_ingest(
     log(f"ingest {config.name}: {len(files)} file(s), {sum(f.size for f in files):,} bytes, "
         f"{len(shards)} shard(s) on {cpus} CPU(s)")
 
-    counter = _Counter.remote()
+    counter = _BookkeeperActor.remote()
     names = [_display_name(f, files) for f in files]
     # Stage 1: parse every line once (stateful actors, one per CPU) and stage the result;
     # the actors write the staged Parquet themselves.
     staging = _join(output, "_staging")
     _clear_dir(staging)
     t = time.perf_counter()
-    collector = _CollectorActor.remote() if store is None else None
+    collector = counter if store is None else None
     parse_kwargs = {
         "config": config, "store": None if store is None else store.to_dict(),
         "file_uris": [f.uri for f in files], "counter": counter, "collector": collector,
@@ -574,13 +597,16 @@ def run_ingest(
     if len(groups) >= cpus:
         # Enough pieces for every actor: each reads its own shard groups, so lines never
         # pass through the object store and no read task competes for the cores.
-        log(f"stage 1: {cpus} parse actor(s) read {len(groups)} shard group(s) themselves")
+        log(f"stage 1: {len(groups)} parse task(s), {cpus} at a time, read their shard group(s) themselves")
+        # Tasks, not an actor pool: their worker processes outlive the stage and run
+        # stages 2 and 3, instead of new workers starting (and importing) after it. Each
+        # process builds its parser once (see _read_parse).
         items = ray.data.from_items([{"group": g} for g in range(len(groups))], override_num_blocks=len(groups))
         staged = items.map_batches(
-            _ReadParse,
-            fn_constructor_kwargs={"groups": groups, "encoding": config.encoding, "batch_lines": batch_lines,
-                                   "file_bytes": staged_file_bytes, **parse_kwargs},
-            batch_format="pyarrow", batch_size=1, compute=ray.data.ActorPoolStrategy(size=cpus), num_cpus=1,
+            _read_parse,
+            fn_kwargs={"run": uuid.uuid4().hex, "groups": groups, "encoding": config.encoding,
+                       "batch_lines": batch_lines, "file_bytes": staged_file_bytes, **parse_kwargs},
+            batch_format="pyarrow", batch_size=1, num_cpus=1, concurrency=cpus,
         )
     else:
         # Fewer pieces than actors (one large compressed file, say): read tasks stream
@@ -602,12 +628,9 @@ def run_ingest(
     summary.seconds["parse"] = round(time.perf_counter() - t, 3)
     if store is None:
         t = time.perf_counter()
-        miner = _MinerActor.remote()
-        store = TemplateStore.from_dict(ray.get(miner.mine.remote(config.parsing.model_dump(), collector)))
-        for actor in (miner, collector):
-            ray.kill(actor)
+        store = TemplateStore.from_dict(ray.get(counter.mine.remote(config.parsing.model_dump())))
         summary.seconds["mine"] = round(time.perf_counter() - t, 3)
-        log(f"mined {len(store)} templates in {summary.seconds['mine']:.1f}s on one actor")
+        log(f"mined {len(store)} templates in {summary.seconds['mine']:.1f}s on the bookkeeping actor")
     else:
         log(f"matched against the frozen store {templates} ({len(store)} templates)")
     summary.templates = len(store)
@@ -644,8 +667,8 @@ def run_ingest(
     _clear_dir(staging)
     _clear_dir(shuffle)
     summary.seconds["match_group_write"] = round(time.perf_counter() - t, 3)
-    # (a fixed actor pool in stage 1: an autoscaling one starts with one actor and
-    # grows too late to matter for a pass of seconds to minutes)
+    # (the read-task path's actor pool is fixed: an autoscaling one starts with one actor
+    # and grows too late to matter for a pass of seconds to minutes)
 
     counts, errors, nodes = ray.get(counter.get.remote())
     summary.nodes = nodes
