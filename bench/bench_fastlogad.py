@@ -232,7 +232,7 @@ def evaluate_run(det: Any, test: pd.DataFrame) -> dict[str, Any]:
     return {**{k: m[k] for k in ("precision", "recall", "f1", "auroc", "aupr", "tp", "fp", "fn", "tn")},
             "paper_threshold": paper, "paper_precision": f["precision"], "paper_recall": f["recall"],
             "paper_f1": f["f1"],
-            "threshold": det.threshold, "threshold_rule": det._threshold_note(), "oracle_f1_upper_bound": o.get("f1", float("nan")),
+            "threshold": det.threshold, "threshold_rule": det.threshold_strategy(), "oracle_f1_upper_bound": o.get("f1", float("nan")),
             "oracle_threshold": o.get("threshold", float("nan")), "score_s": score_s,
             "num_test": r["num_labelled"], "num_test_anomalous": r["num_anomalous"]}
 

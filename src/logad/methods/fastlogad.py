@@ -741,12 +741,13 @@ class FastLogAD(Detector):
         (out / VOCAB_FILE).write_text(json.dumps(self.vocab.to_json()) + "\n")
         state = {
             "threshold": self._threshold,
-            "threshold_strategy": self._threshold_note(),
+            "threshold_strategy": self.threshold_strategy(),
             "fit_report": self.fit_report.to_dict() if self.fit_report else None,
         }
         (out / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
 
-    def _threshold_note(self) -> str:
+    def threshold_strategy(self) -> str:
+        """How the stored threshold is chosen, in words (saved in state.json)."""
         c = self.config
         base = f"{c.threshold_quantile} quantile of normal validation scores"
         if c.threshold_rule == "midpoint":

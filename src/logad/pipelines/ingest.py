@@ -273,16 +273,16 @@ class _ParseLines:
 
     With a frozen ``store`` the lines are matched here (the store is loaded
     once per parser). Without one, the masked message is staged for the match
-    stage and each batch's distinct messages go to the collector for mining.
+    stage and each batch's distinct messages go to the bookkeeping actor for mining.
     """
 
     def __init__(self, config: SourceConfig, store: dict | None, file_uris: list[str],
-                 counter, staging: str, collector=None) -> None:
+                 counter, staging: str) -> None:
         self.config = config
         self.splitter = LineSplitter(config)
         self.store = TemplateStore.from_dict(store) if store is not None else None
         self.file_uris = pa.array(file_uris, pa.string())
-        self.counter, self.collector = counter, collector
+        self.counter = counter  # the run's _Bookkeeper: counts, and messages to mine
         self.fs, self.staging = resolve_fs(staging)
         self.fs.create_dir(self.staging, recursive=True)
 
@@ -329,8 +329,8 @@ class _ParseLines:
             u = pa.table({"m": masked, "k": key}).group_by("m", use_threads=False).aggregate(
                 [("k", "min"), ("k", "count")]
             )
-            calls.append(self.collector.collect.remote(u["m"].to_pylist(), u["k_min"].to_pylist(),
-                                                       u["k_count"].to_pylist()))
+            calls.append(self.counter.collect.remote(u["m"].to_pylist(), u["k_min"].to_pylist(),
+                                                     u["k_count"].to_pylist()))
             lines["masked"] = masked
             rows = pa.table(lines).filter(grouped)
         else:
@@ -582,21 +582,20 @@ def run_ingest(
 
     counter = _BookkeeperActor.remote()
     names = [_display_name(f, files) for f in files]
-    # Stage 1: parse every line once (stateful actors, one per CPU) and stage the result;
-    # the actors write the staged Parquet themselves.
+    # Stage 1: parse every line once (one parser per CPU) and stage the result; the
+    # parsers write the staged Parquet themselves.
     staging = _join(output, "_staging")
     _clear_dir(staging)
     t = time.perf_counter()
-    collector = counter if store is None else None
     parse_kwargs = {
         "config": config, "store": None if store is None else store.to_dict(),
-        "file_uris": [f.uri for f in files], "counter": counter, "collector": collector,
+        "file_uris": [f.uri for f in files], "counter": counter,
         "staging": staging,
     }
     groups = _pack(shards, 2 * cpus)
     if len(groups) >= cpus:
-        # Enough pieces for every actor: each reads its own shard groups, so lines never
-        # pass through the object store and no read task competes for the cores.
+        # Enough pieces for every CPU: each parser reads its own shard groups, so lines
+        # never pass through the object store and no read task competes for the cores.
         log(f"stage 1: {len(groups)} parse task(s), {cpus} at a time, read their shard group(s) themselves")
         # Tasks, not an actor pool: their worker processes outlive the stage and run
         # stages 2 and 3, instead of new workers starting (and importing) after it. Each
