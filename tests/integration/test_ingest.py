@@ -85,19 +85,20 @@ def test_plain_gzip_zstd_and_byte_ranges_give_identical_windows(tmp_path, hdfs_c
     results, counts, logs = {}, {}, {}
     for name in ("a.log", "a.log.gz", "a.log.zst"):
         logs[name] = []
+        # small segments: the compressed streams are shared by a reader per CPU
         s = run_ingest(hdfs_config, [str(tmp_path / "in" / name)], str(tmp_path / name), progress=False,
-                       log=logs[name].append)
+                       log=logs[name].append, segment_bytes=64 << 10)
         results[name] = _as_dict(read_windows(tmp_path / name))
         counts[name] = (s.lines_read, s.lines_parsed, s.lines_malformed, s.lines_without_window, s.windows)
-    # the plain file again, cut into many byte ranges: enough shard groups for every CPU,
-    # so parse tasks read them themselves instead of read tasks streaming one file to actors
+    # the plain file again, cut into many byte ranges
     logs["ranges"] = []
     s = run_ingest(hdfs_config, [str(tmp_path / "in" / "a.log")], str(tmp_path / "ranges"), progress=False,
                    log=logs["ranges"].append, shard_bytes=64 << 10)
     results["ranges"] = _as_dict(read_windows(tmp_path / "ranges"))
     counts["ranges"] = (s.lines_read, s.lines_parsed, s.lines_malformed, s.lines_without_window, s.windows)
-    assert any("read task(s) stream lines" in m for m in logs["a.log.zst"])
-    assert any("read" in m and "shard group(s) themselves" in m for m in logs["ranges"])
+    assert any("shard group(s) themselves" in m for m in logs["ranges"])
+    for name in ("a.log.gz", "a.log.zst"):
+        assert any("2 readers share 1 compressed" in m for m in logs[name]), logs[name]
     assert results["a.log"] == results["a.log.gz"] == results["a.log.zst"] == results["ranges"]
     assert counts["a.log"] == counts["a.log.gz"] == counts["a.log.zst"] == counts["ranges"]
     assert len(results["a.log"]) > 100 and counts["a.log"][0] == 6000
@@ -197,6 +198,24 @@ def test_bgl_sliding_windows_have_the_right_boundaries_and_labels(tmp_path):
     # windows are made wherever a line falls, so each timed line is in size/step windows
     timed = summary.lines_read - summary.lines_without_window
     assert w["lines"].map(len).sum() == timed * int(-(-g.window_size_s // g.step_s))
+
+
+def test_fixed_count_windows_are_the_same_when_readers_share_the_file(tmp_path):
+    """Fixed-count windows need every line's number in its file, so a plain file is not
+    cut into byte ranges; readers sharing it still number the lines exactly."""
+    config = load_source_config(DATA_PIPELINES / "proxifier.yaml")
+    with open(FIXTURES / "loghub_2k" / "Proxifier_2k.log.zst", "rb") as fh:
+        (tmp_path / "proxifier.log").write_bytes(zstandard.ZstdDecompressor().stream_reader(fh).read())
+    runs = {}
+    for name, segment in (("one", 64 << 20), ("shared", 16 << 10)):
+        logs: list[str] = []
+        s = run_ingest(config, [str(tmp_path / "proxifier.log")], str(tmp_path / name), progress=False,
+                       log=logs.append, segment_bytes=segment)
+        runs[name] = (_as_dict(read_windows(tmp_path / name)), s.lines_read, s.windows, logs)
+    assert not any("readers share" in m for m in runs["one"][3])
+    assert any("2 readers share 1" in m for m in runs["shared"][3])
+    assert runs["one"][:3] == runs["shared"][:3]
+    assert runs["one"][1] == 2000 and runs["one"][2] == 40
 
 
 def test_a_custom_format_works_from_yaml_alone(tmp_path):

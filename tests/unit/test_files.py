@@ -166,3 +166,83 @@ def test_arrow_line_reader_equals_the_line_by_line_reader(tmp_path, monkeypatch,
     assert fast[0].equals(slow[0])
     assert fast[1:] == slow[1:]
     assert fast[1]["lines_with_replaced_bytes"] == 41 and fast[1]["empty_lines"] == 120
+
+
+def _write(path, text: bytes):
+    if path.name.endswith(".gz"):
+        path.write_bytes(gzip.compress(text))
+    elif path.name.endswith(".zst"):
+        path.write_bytes(zstandard.ZstdCompressor().compress(text))
+    else:
+        path.write_bytes(text)
+    return list_inputs([str(path)])[0]
+
+
+def _read_shared(f, parts, monkeypatch, **kw):
+    """Every reader of a shared stream: the lines of each, and the summed stats."""
+    from logad.sources import files as F
+
+    # small decompressed chunks, so a small file still makes many segments
+    monkeypatch.setattr(F, "_CHUNK_BYTES", 4093)
+    monkeypatch.setattr(F, "_COMPRESSED_CHUNK", 1021)
+    per_part, totals, errors = [], {}, []
+    for i in range(parts):
+        tables = []
+        for t, st in read_shard(F.Shard(f, part=i, parts=parts), **kw):
+            tables.append(t)
+            d = st.to_dict()
+            errors += d.pop("errors")
+            for k, v in d.items():
+                totals[k] = totals.get(k, 0) + v
+        per_part.append(pa.concat_tables(tables) if tables else None)
+    return per_part, totals, errors
+
+
+@pytest.mark.parametrize("name", ["a.log", "a.log.gz", "a.log.zst"])
+@pytest.mark.parametrize("parts", [2, 3, 7])
+def test_readers_sharing_a_stream_read_every_line_once(tmp_path, monkeypatch, sample_text, name, parts):
+    """Each reader of a shared stream parses its own segments; together they give exactly
+    the lines, offsets and line numbers of one reader, and the same counts."""
+    f = _write(tmp_path / name, sample_text + b"\r\n\nlast line without a break")
+    whole, stats, _ = _read_all([tmp_path / name])
+    per_part, totals, errors = _read_shared(f, parts, monkeypatch, segment_bytes=20_000, batch_lines=1000)
+    assert not errors
+    assert all(p is not None and p.num_rows > 0 for p in per_part)  # every reader got lines
+    got = pa.concat_tables(per_part).sort_by("offset")
+    assert got.equals(whole)
+    assert got["line_no"].to_pylist()[-1] == sample_text.count(b"\n") + 2  # numbers count the empty lines
+    for k in ("files", "bytes_read", "lines_read", "empty_lines"):
+        assert totals[k] == sum(getattr(s, k) for s in stats), k
+
+
+def test_a_corrupt_shared_stream_is_reported_once_with_every_line_before_it(tmp_path, monkeypatch, sample_text):
+    cctx = zstandard.ZstdCompressor()
+    first = cctx.compress(sample_text[:300_000])
+    second = bytearray(cctx.compress(sample_text[300_000:]))
+    second[len(second) // 2 : len(second) // 2 + 64] = b"\x00" * 64
+    (tmp_path / "broken.log.zst").write_bytes(first + bytes(second))
+    f = list_inputs([str(tmp_path / "broken.log.zst")])[0]
+    (whole,), _, whole_errors = _read_shared(f, 1, monkeypatch)  # one reader, the same chunks
+    per_part, _, errors = _read_shared(f, 3, monkeypatch, segment_bytes=20_000)
+    assert errors == whole_errors and len(errors) == 1
+    assert "corrupt zstd" in errors[0]["error"] and len(first) <= errors[0]["offset"] <= len(first) + len(second)
+    got = pa.concat_tables([p for p in per_part if p is not None]).sort_by("offset")
+    assert got.equals(whole)  # every line decoded before the damage, once
+    assert got.num_rows >= sample_text[:300_000].count(b"\n")
+
+
+def test_share_streams_gives_every_reader_a_part_only_where_shards_are_few(tmp_path, sample_text):
+    from logad.sources.files import share_streams
+
+    big = _write(tmp_path / "big.log.zst", sample_text)
+    small = _write(tmp_path / "small.log.gz", sample_text[:5000])
+    shards = plan_shards([big, small])
+    shared = share_streams(shards, 4, segment_bytes=10_000)
+    # two readers per stream, but the small one is one segment: one reader
+    assert [(s.file.name, s.part, s.parts) for s in shared] == (
+        [("big.log.zst", 0, 2), ("big.log.zst", 1, 2), ("small.log.gz", 0, 1)]
+    )
+    assert share_streams(shards, 2) == shards  # a shard per reader already
+    ranges = plan_shards([_write(tmp_path / "p.log", sample_text)], shard_bytes=100_000)
+    assert 1 < len(ranges) < 64
+    assert share_streams(ranges, 64, segment_bytes=1000) == ranges  # byte ranges are never shared

@@ -3,14 +3,15 @@
 The raw input is read and parsed once, streaming, in three stages:
 
 1. **Parse**: read the shards, split headers, mask variables, find session
-   ids, and stage the lines as Parquet next to the output. Where the input
-   splits into at least one shard group per CPU, Ray Data tasks (one per
-   CPU at a time) read and parse their groups themselves: no lines in the
-   object store, and the task workers, each with its parser built once, go
-   on to run stages 2 and 3 rather than new processes starting and
-   importing after stage 1. Otherwise (one large compressed file, say) read
-   tasks stream batches of lines to a fixed pool of stateful actors, one per
-   CPU, so every CPU still parses. Without a frozen store, each batch
+   ids, and stage the lines as Parquet next to the output. Ray Data tasks
+   (one per CPU at a time) read and parse their shard groups themselves: no
+   lines in the object store, and the task workers, each with its parser
+   built once, go on to run stages 2 and 3 rather than new processes
+   starting and importing after stage 1. Plain files are cut into byte
+   ranges; where there are still fewer shards than CPUs (one large
+   compressed file, say), several tasks share each stream: each decompresses
+   all of it and parses every k-th segment, so every CPU parses (see
+   :func:`logad.sources.files.share_streams`). Without a frozen store, each batch
    also sends its distinct masked messages (with first position and count)
    to the run's bookkeeping actor, which then feeds them to Drain3 in input
    order and freezes the store. That is exactly what Drain3 would have built from the
@@ -43,7 +44,6 @@ is counted in the run summary.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import time
@@ -62,15 +62,22 @@ from logad.errors import DataError
 from logad.parsing.template_store import UNKNOWN_ID, TemplateMiner, TemplateStore, mask_contents
 from logad.ray_env import init_ray, prepare_ray_env
 from logad.sources.config import FixedGrouping, SessionGrouping, SourceConfig
-from logad.sources.files import InputFile, Shard, list_inputs, plan_shards, read_shard, resolve_fs
+from logad.sources.files import (
+    SEGMENT_BYTES,
+    InputFile,
+    Shard,
+    list_inputs,
+    plan_shards,
+    read_shard,
+    resolve_fs,
+    share_streams,
+)
 from logad.sources.lines import LineSplitter
 from logad.windows.grouping import assign_windows, build_windows, session_ids
 from logad.windows.schema import WINDOWS_SCHEMA
 
 prepare_ray_env()
 import ray  # noqa: E402
-from ray.data import Datasource, ReadTask  # noqa: E402
-from ray.data.block import BlockMetadata  # noqa: E402
 
 __all__ = ["IngestSummary", "load_label_file", "run_ingest"]
 
@@ -110,7 +117,7 @@ class IngestSummary:
 
 
 class _Counts:
-    """Counts from read tasks, workers and tasks (one per ingest run; used as an actor).
+    """Counts from the stages' tasks (one per ingest run; used as an actor).
 
     Each report names the piece of work it is about (``key``, e.g. a shard's batch);
     a report under a key already seen replaces the earlier one, so a task or batch
@@ -145,28 +152,6 @@ def _where(stage: str) -> tuple[str, str]:
     return stage, ray.get_runtime_context().get_node_id()
 
 
-class LogLinesDatasource(Datasource):
-    """Read tasks over packed shards (see :func:`_pack`); each yields batches of lines, streaming."""
-
-    def estimate_inmemory_data_size(self) -> int | None:
-        return _raw_bytes(self.shards)
-
-    def __init__(self, shards: list[Shard], *, encoding: str, batch_lines: int, counter=None,
-                 target_tasks: int = 1) -> None:
-        super().__init__()
-        self.shards, self.encoding, self.batch_lines, self.counter = shards, encoding, batch_lines, counter
-        self.target_tasks = target_tasks
-
-    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context=None) -> list[ReadTask]:
-        tasks = []
-        for group in _pack(self.shards, self.target_tasks):
-            size = sum((s.end or s.file.size) - s.start for s in group)
-            meta = BlockMetadata(num_rows=None, size_bytes=int(size),
-                                 input_files=sorted({s.file.uri for s in group}), exec_stats=None)
-            tasks.append(ReadTask(_make_reader(group, self.encoding, self.batch_lines, self.counter), meta))
-        return tasks
-
-
 def _pack(shards: list[Shard], parallelism: int) -> list[list[Shard]]:
     """Group small shards (many small files) so one read task reads several.
 
@@ -174,13 +159,13 @@ def _pack(shards: list[Shard], parallelism: int) -> list[list[Shard]]:
     16 MiB into one task, so a folder of thousands of small logs costs tens
     of tasks, not thousands.
     """
-    total = sum((s.end or s.file.size) - s.start for s in shards)
+    total = sum(s.size for s in shards)
     target = max(1, min(16 << 20, total // max(1, parallelism)))
     groups: list[list[Shard]] = []
     cur: list[Shard] = []
     cur_size = 0
     for s in shards:
-        size = (s.end or s.file.size) - s.start
+        size = s.size
         if cur and cur_size + size > target:
             groups.append(cur)
             cur, cur_size = [], 0
@@ -191,26 +176,23 @@ def _pack(shards: list[Shard], parallelism: int) -> list[list[Shard]]:
     return groups
 
 
-def _read_reported(shards: list[Shard], encoding: str, batch_lines: int, counter) -> Iterator[pa.Table]:
+def _read_reported(shards: list[Shard], encoding: str, batch_lines: int, counter,
+                   segment_bytes: int = SEGMENT_BYTES) -> Iterator[pa.Table]:
     """Batches of lines of ``shards``, each batch's read counts reported as it is read."""
     for shard in shards:
-        for i, (table, stats) in enumerate(read_shard(shard, encoding=encoding, batch_lines=batch_lines)):
+        for i, (table, stats) in enumerate(read_shard(shard, encoding=encoding, batch_lines=batch_lines,
+                                                      segment_bytes=segment_bytes)):
             if counter is not None:
                 d = stats.to_dict()
                 errors = d.pop("errors")
-                key = ("read", shard.file.uri, shard.start, i)  # a re-run read reports the same keys
+                key = ("read", shard.file.uri, shard.start, shard.part, i)  # a re-run read reports the same keys
                 ray.get(counter.add.remote(key, d, errors, _where("read")))
             yield table
 
 
 def _raw_bytes(shards: list[Shard]) -> int:
     """Raw log bytes of ``shards`` (compressed files counted at about 5× their size)."""
-    return sum((s.end or s.file.size) - s.start if s.file.compression == "none" else s.file.size * 5
-               for s in shards)
-
-
-def _make_reader(shards: list[Shard], encoding: str, batch_lines: int, counter) -> Callable:
-    return functools.partial(_read_reported, shards, encoding, batch_lines, counter)
+    return sum(s.size if s.file.compression == "none" else s.size * 5 for s in shards)
 
 
 class _Collector:
@@ -264,20 +246,24 @@ _BookkeeperActor = ray.remote(num_cpus=0)(_Bookkeeper)
 # and still shrink the files about 6x for shared storage. The masked messages keep their
 # dictionary: stage 2 reads it back as is and matches each distinct message once.
 _STAGED_PARQUET = {"compression": "lz4", "use_dictionary": ["masked"]}
-# Parsed lines (in memory) per staged file of the actor-read path: what one stage-2 task loads.
+# Parsed lines (in memory) per staged file: what one stage-2 task loads at most.
 _STAGED_FILE_BYTES = 128 << 20
 
 
-class _ParseLines:
-    """Stage 1, one per CPU: split headers, mask, find session ids, stage the lines.
+class _Parser:
+    """Stage 1: read shard groups, split headers, mask, find session ids, stage the lines.
 
-    With a frozen ``store`` the lines are matched here (the store is loaded
-    once per parser). Without one, the masked message is staged for the match
-    stage and each batch's distinct messages go to the bookkeeping actor for mining.
+    One per worker process (see :func:`_read_parse`); its input rows name shard
+    groups (see :func:`_pack`), which it reads itself, so the lines never pass
+    through the object store. With a frozen ``store`` the lines are matched
+    here (the store is loaded once per parser). Without one, the masked message
+    is staged for the match stage and each batch's distinct messages go to the
+    bookkeeping actor for mining.
     """
 
     def __init__(self, config: SourceConfig, store: dict | None, file_uris: list[str],
-                 counter, staging: str) -> None:
+                 counter, staging: str, groups: list[list[Shard]], encoding: str, batch_lines: int,
+                 file_bytes: int = _STAGED_FILE_BYTES, segment_bytes: int = SEGMENT_BYTES) -> None:
         self.config = config
         self.splitter = LineSplitter(config)
         self.store = TemplateStore.from_dict(store) if store is not None else None
@@ -285,17 +271,8 @@ class _ParseLines:
         self.counter = counter  # the run's _Bookkeeper: counts, and messages to mine
         self.fs, self.staging = resolve_fs(staging)
         self.fs.create_dir(self.staging, recursive=True)
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        rows, first = self._parse(batch)
-        name = ""
-        if rows.num_rows:
-            # written here, not by a Ray Data write stage: the parsed lines never pass
-            # through the object store; named by the batch's first line, so a re-run batch
-            # replaces its file
-            name = f"part-{first[0]:06d}-{first[1]:016d}.parquet"
-            pq.write_table(rows, f"{self.staging}/{name}", filesystem=self.fs, **_STAGED_PARQUET)
-        return pa.table({"staged": pa.array([name], pa.string()), "rows": pa.array([rows.num_rows], pa.int64())})
+        self.groups, self.encoding, self.batch_lines = groups, encoding, batch_lines
+        self.file_bytes, self.segment_bytes = file_bytes, segment_bytes
 
     def _parse(self, batch: pa.Table) -> tuple[pa.Table, tuple[int, int]]:
         """Parse one batch of read lines: the rows to stage (lines that belong to a window)
@@ -345,21 +322,6 @@ class _ParseLines:
         return rows, first
 
 
-class _ReadParse(_ParseLines):
-    """Stage 1 where the input splits into enough pieces: the parser reads its own shards.
-
-    The lines then never pass through the object store, and no read task competes
-    with the parsers for the cores. Its input rows name shard groups (see
-    :func:`_pack`), one group per call; :func:`_read_parse` keeps one per worker
-    process.
-    """
-
-    def __init__(self, groups: list[list[Shard]], encoding: str, batch_lines: int,
-                 file_bytes: int = _STAGED_FILE_BYTES, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.groups, self.encoding, self.batch_lines = groups, encoding, batch_lines
-        self.file_bytes = file_bytes
-
     def __call__(self, batch: pa.Table) -> pa.Table:
         names, counts = [], []
         for g in batch["group"].to_pylist():
@@ -369,7 +331,8 @@ class _ReadParse(_ParseLines):
             # such file, however large the group (one big compressed file is one group).
             writer, size = None, 0
             try:
-                for table in _read_reported(self.groups[g], self.encoding, self.batch_lines, self.counter):
+                for table in _read_reported(self.groups[g], self.encoding, self.batch_lines, self.counter,
+                                            self.segment_bytes):
                     rows, _ = self._parse(table)
                     if not rows.num_rows:
                         continue
@@ -391,7 +354,7 @@ class _ReadParse(_ParseLines):
         return pa.table({"staged": pa.array(names, pa.string()), "rows": pa.array(counts, pa.int64())})
 
 
-_PARSERS: dict[str, _ReadParse] = {}
+_PARSERS: dict[str, _Parser] = {}
 
 
 def _read_parse(batch: pa.Table, *, run: str, **kwargs: Any) -> pa.Table:
@@ -401,7 +364,7 @@ def _read_parse(batch: pa.Table, *, run: str, **kwargs: Any) -> pa.Table:
     parser = _PARSERS.get(run)
     if parser is None:
         _PARSERS.clear()  # a worker process serves one run at a time
-        parser = _PARSERS[run] = _ReadParse(**kwargs)
+        parser = _PARSERS[run] = _Parser(**kwargs)
     return parser(batch)
 
 
@@ -539,6 +502,7 @@ def run_ingest(
     templates: str | None = None,
     shard_bytes: int = 64 << 20,
     batch_lines: int = 65536,
+    segment_bytes: int = SEGMENT_BYTES,
     num_partitions: int | None = None,
     staged_file_bytes: int = _STAGED_FILE_BYTES,
     progress: bool = True,
@@ -560,9 +524,11 @@ def run_ingest(
             instead of mining one.
         shard_bytes: byte range per shard of a plain file.
         batch_lines: lines per read batch.
+        segment_bytes: where fewer shards than CPUs make readers share a stream, the
+            (decompressed) bytes per segment dealt to each in turn.
         num_partitions: shuffle partitions (default: about one per 64 MiB of raw input).
-        staged_file_bytes: parsed lines (in memory) per staged file where the parse
-            actors read their own shards: what one match task loads at most.
+        staged_file_bytes: parsed lines (in memory) per staged file: what one match
+            task loads at most.
     """
     t0 = time.perf_counter()
     files = list_inputs(inputs)
@@ -575,7 +541,9 @@ def run_ingest(
     init_ray(progress=progress)
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     split_plain = not isinstance(config.grouping, FixedGrouping)
-    shards = plan_shards(files, shard_bytes=shard_bytes, split_plain=split_plain)
+    # fewer shards than CPUs (one big compressed file, say): readers share the streams
+    shards = share_streams(plan_shards(files, shard_bytes=shard_bytes, split_plain=split_plain), cpus,
+                           segment_bytes=segment_bytes)
     summary = IngestSummary(source=config.name, output=output, templates_mined=store is None)
     log(f"ingest {config.name}: {len(files)} file(s), {sum(f.size for f in files):,} bytes, "
         f"{len(shards)} shard(s) on {cpus} CPU(s)")
@@ -593,36 +561,23 @@ def run_ingest(
         "staging": staging,
     }
     groups = _pack(shards, 2 * cpus)
-    if len(groups) >= cpus:
-        # Enough pieces for every CPU: each parser reads its own shard groups, so lines
-        # never pass through the object store and no read task competes for the cores.
-        log(f"stage 1: {len(groups)} parse task(s), {cpus} at a time, read their shard group(s) themselves")
-        # Tasks, not an actor pool: their worker processes outlive the stage and run
-        # stages 2 and 3, instead of new workers starting (and importing) after it. Each
-        # process builds its parser once (see _read_parse).
-        items = ray.data.from_items([{"group": g} for g in range(len(groups))], override_num_blocks=len(groups))
-        staged = items.map_batches(
-            _read_parse,
-            fn_kwargs={"run": uuid.uuid4().hex, "groups": groups, "encoding": config.encoding,
-                       "batch_lines": batch_lines, "file_bytes": staged_file_bytes, **parse_kwargs},
-            batch_format="pyarrow", batch_size=1, num_cpus=1, concurrency=cpus,
-        )
-    else:
-        # Fewer pieces than actors (one large compressed file, say): read tasks stream
-        # batches to the actors, so every actor parses. Logical CPUs are set so neither
-        # stage starves the other on any cluster size: actors half a CPU each, reads a
-        # quarter, leaving room on even a 1-CPU node.
-        log(f"stage 1: {len(groups)} read task(s) stream lines to {cpus} parse actor(s)")
-        lines = ray.data.read_datasource(
-            LogLinesDatasource(shards, encoding=config.encoding, batch_lines=batch_lines, counter=counter,
-                               target_tasks=2 * cpus),
-            override_num_blocks=len(groups),  # one block per packed read task: few, large blocks
-            ray_remote_args={"num_cpus": 0.25},
-        )
-        staged = lines.map_batches(
-            _ParseLines, fn_constructor_kwargs=parse_kwargs,
-            batch_format="pyarrow", batch_size=None, compute=ray.data.ActorPoolStrategy(size=cpus), num_cpus=0.5,
-        )
+    shared = sum(s.parts > 1 for s in shards)
+    log(f"stage 1: {len(groups)} parse task(s), {cpus} at a time, read their shard group(s) themselves"
+        + (f" ({shared} readers share {len({s.file.index for s in shards if s.parts > 1})} compressed or unsplit "
+           "stream(s))" if shared else ""))
+    # Tasks, not an actor pool: their worker processes outlive the stage and run stages 2
+    # and 3, instead of new workers starting (and importing) after it. Each process builds
+    # its parser once (see _read_parse). The lines never pass through the object store,
+    # and no read task competes with the parsers for the cores.
+    items = ray.data.from_items([{"group": g} for g in range(len(groups))], override_num_blocks=len(groups))
+    staged = items.map_batches(
+        _read_parse,
+        fn_kwargs={"run": uuid.uuid4().hex, "groups": groups, "encoding": config.encoding,
+                   "batch_lines": batch_lines, "file_bytes": staged_file_bytes,
+                   "segment_bytes": segment_bytes, **parse_kwargs},
+        batch_format="pyarrow", batch_size=1, num_cpus=1,
+        compute=ray.data.TaskPoolStrategy(size=min(cpus, len(groups))),
+    )
     staged_rows = staged.take_all()  # one small row per batch: the staged file it wrote
     summary.seconds["parse"] = round(time.perf_counter() - t, 3)
     if store is None:
@@ -666,8 +621,6 @@ def run_ingest(
     _clear_dir(staging)
     _clear_dir(shuffle)
     summary.seconds["match_group_write"] = round(time.perf_counter() - t, 3)
-    # (the read-task path's actor pool is fixed: an autoscaling one starts with one actor
-    # and grows too late to matter for a pass of seconds to minutes)
 
     counts, errors, nodes = ray.get(counter.get.remote())
     summary.nodes = nodes

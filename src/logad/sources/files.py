@@ -2,8 +2,11 @@
 
 Inputs are files or folders on a local path or any pyarrow filesystem URI
 (``s3://``, ``gs://``, ``hdfs://``, ``file://``). Plain files larger than a
-shard are read as byte ranges, so one big file spreads across workers; gzip
-and zstd files are read whole, streaming.
+shard are read as byte ranges, so one big file spreads across workers. A gzip
+or zstd stream cannot be entered in the middle, so where there are fewer
+files than readers, several readers share one stream (:func:`share_streams`):
+each decompresses all of it, which is cheap, and parses only its own
+segments of it, which is where the time goes.
 
 Nothing is lost silently: bytes that do not decode are replaced and the line
 counted; a corrupt compressed stream ends that file with an error naming the
@@ -35,6 +38,7 @@ __all__ = [
     "plan_shards",
     "read_shard",
     "resolve_fs",
+    "share_streams",
     "trim_lines",
 ]
 
@@ -48,6 +52,9 @@ LINES_SCHEMA = pa.schema(
 )
 
 _CHUNK_BYTES = 4 << 20
+# A stream shared by several readers is cut, at line breaks, into segments of about
+# this many (decompressed) bytes, dealt round-robin to the readers.
+SEGMENT_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -64,13 +71,28 @@ class InputFile:
 
 @dataclass(frozen=True)
 class Shard:
+    """A piece of one input file for one reader.
+
+    Either a byte range ``[start, end)`` of a plain file (the lines that start
+    in it), or, with ``parts`` > 1, reader ``part`` of ``parts`` sharing a whole
+    stream: the stream is cut at line breaks into segments of about
+    ``SEGMENT_BYTES`` and this reader parses segments ``part``, ``part + parts``, …
+    """
+
     file: InputFile
     start: int = 0
     end: int | None = None   # None: to the end of the file (always for compressed files)
+    part: int = 0
+    parts: int = 1
 
     @property
     def whole(self) -> bool:
-        return self.start == 0 and self.end is None
+        return self.start == 0 and self.end is None and self.parts == 1
+
+    @property
+    def size(self) -> int:
+        """This shard's share of the file's (stored) bytes."""
+        return ((self.end or self.file.size) - self.start) // self.parts
 
 
 @dataclass
@@ -161,16 +183,39 @@ def plan_shards(files: list[InputFile], *, shard_bytes: int = 64 << 20, split_pl
     return shards
 
 
+def share_streams(shards: list[Shard], readers: int, *, segment_bytes: int = SEGMENT_BYTES) -> list[Shard]:
+    """Let several readers share each whole-file stream where there are fewer shards
+    than ``readers`` (one big compressed file, say), so that every reader parses.
+
+    Each of a stream's readers decompresses all of it and parses only its own
+    segments; decompression costs a few percent of parsing for zstd (gzip about
+    a tenth), so the wall time still falls with every reader added. A stream is
+    never shared by more readers than it has segments (compressed files are
+    guessed at 4× their size).
+    """
+    if len(shards) >= readers:
+        return shards
+    per = -(-readers // len(shards))
+    out: list[Shard] = []
+    for s in shards:
+        raw = s.file.size * (4 if s.file.compression != "none" else 1)
+        k = min(per, max(1, raw // segment_bytes)) if s.whole else 1
+        out.extend(Shard(s.file, part=i, parts=k) for i in range(k)) if k > 1 else out.append(s)
+    return out
+
+
 def read_shard(
-    shard: Shard, *, encoding: str = "utf-8", batch_lines: int = 65536
+    shard: Shard, *, encoding: str = "utf-8", batch_lines: int = 65536, segment_bytes: int = SEGMENT_BYTES
 ) -> Iterator[tuple[pa.Table, ReadStats]]:
     """Yield (lines table, stats of this batch) for one shard, streaming.
 
-    The last batch's stats also carry any read error of the file.
+    The last batch's stats also carry any read error of the file. Offsets and
+    line numbers are the same whichever way a file is cut into shards (line
+    numbers are -1 inside a byte range that does not start the file).
     """
     f = shard.file
     fs, path = resolve_fs(f.uri)
-    stats = ReadStats(files=1 if shard.start == 0 else 0)
+    stats = ReadStats(files=1 if shard.start == 0 and shard.part == 0 else 0)
     fh = None
     try:
         if f.compression == "none":
@@ -181,7 +226,14 @@ def read_shard(
             fh = fs.open_input_stream(path, compression=None)
             first = 0
             chunks = _decompressed_chunks(fh, f.compression)
-        yield from _read_lines(chunks, shard, first, encoding, batch_lines, stats)
+        if shard.parts == 1:
+            yield from _read_lines(chunks, shard, first, encoding, batch_lines, stats)
+            return
+        for pos, line_no, data, error in _own_segments(chunks, shard.part, shard.parts, segment_bytes):
+            if error is not None:  # the lines before the corrupt data are this reader's
+                data = data[: data.rfind(b"\n") + 1]
+                stats.errors.append({"file": f.uri, "offset": error.offset, "error": str(error)})
+            yield from _read_lines(iter((data,)), shard, pos, encoding, batch_lines, stats, line_no=line_no)
     except OSError as exc:  # an unreadable file: report it and let the others go on
         stats.errors.append({"file": f.uri, "offset": 0, "error": f"cannot read: {exc}"})
         yield _empty_table(), _flush(stats)
@@ -245,6 +297,44 @@ def _decompressed_chunks(fh, compression: str) -> Iterator[bytes]:
         raise _Corrupt(pos, f"corrupt {compression} data: the stream ends in the middle of a frame")
 
 
+def _own_segments(chunks: Iterator[bytes], part: int, parts: int, segment_bytes: int):
+    """This reader's segments of a shared stream: (offset, first line number, bytes, error).
+
+    The stream is cut after the first line break once a segment holds
+    ``segment_bytes``, the same way in every reader; segment ``j`` goes to reader
+    ``j % parts``. Other readers' segments are only counted (bytes and line
+    breaks), never copied. A corrupt stream ends the segment it is in, which
+    its owner gets with the error (and only its whole lines).
+    """
+    j = pos = line_no = size = 0
+    held: list[bytes] = []
+    error: _Corrupt | None = None
+    try:
+        for chunk in chunks:
+            held.append(chunk)
+            size += len(chunk)
+            if size < segment_bytes:
+                continue
+            cut = chunk.rfind(b"\n") + 1
+            if not cut:  # no line break in this chunk: the segment grows
+                continue
+            rest = chunk[cut:]
+            held[-1] = chunk[:cut]
+            if j % parts == part:
+                data = b"".join(held)
+                yield pos, line_no, data, None
+                line_no += data.count(b"\n")
+            else:
+                line_no += sum(c.count(b"\n") for c in held)
+            pos += size - len(rest)
+            j += 1
+            held, size = ([rest] if rest else []), len(rest)
+    except _Corrupt as exc:
+        error = exc
+    if j % parts == part and (held or error is not None):
+        yield pos, line_no, b"".join(held), error
+
+
 def _line_start(fh: pa.NativeFile, start: int) -> int:
     """Position ``fh`` at the first line that starts at or after ``start``; return it."""
     if start == 0:
@@ -266,12 +356,14 @@ def _line_start(fh: pa.NativeFile, start: int) -> int:
     return first
 
 
-def _read_lines(chunks, shard: Shard, pos: int, encoding: str, batch_lines: int, stats: ReadStats):
+def _read_lines(chunks, shard: Shard, pos: int, encoding: str, batch_lines: int, stats: ReadStats,
+                line_no: int | None = None):
     # Lines are cut at b"\n" over whole chunks (numpy finds the breaks, one Arrow binary
     # array holds the lines) and decoded per batch: no Python object per line in UTF-8
     f = shard.file
     end = shard.end
-    line_no = 0 if shard.start == 0 else -1
+    if line_no is None:
+        line_no = 0 if shard.start == 0 else -1
     leftover = b""
     pend: list[pa.Array] = []
     pend_off: list[np.ndarray] = []
