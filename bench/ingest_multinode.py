@@ -115,13 +115,13 @@ def main() -> int:
     ]
     rows = [
         "| layout | nodes (CPU each) | lines | Ray start s | best ingest s | lines/s | parse s | mine s | match+group+write s "
-        "| nodes used by parse / match / group | peak RSS, process tree (MiB) | windows | windows digest |",
+        "| nodes used by parse / group | peak RSS, process tree (MiB) | windows | windows digest |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in layouts:
         b = min(r["runs"], key=lambda x: x["seconds"]["total"])
         nodes = f"1 ({r['cpus']})" if r["workers"] == 0 else f"head (0) + {r['workers']} × {r['cpus'] // r['workers']}"
-        used = " / ".join(str(b["nodes"].get(k, 0)) for k in ("parse", "match", "group"))
+        used = " / ".join(str(b["nodes"].get(k, 0)) for k in ("parse", "group"))
         rows.append(
             f"| {r['layout']} | {nodes} | {b['lines']:,} | {r['start_s']} | "
             f"{r['best_s']} | {r['lines_per_s']:,} | {b['seconds'].get('parse')} | {b['seconds'].get('mine')} | "

@@ -104,22 +104,22 @@ def test_plain_gzip_zstd_and_byte_ranges_give_identical_windows(tmp_path, hdfs_c
     assert len(results["a.log"]) > 100 and counts["a.log"][0] == 6000
 
 
-def test_staged_files_roll_over_without_changing_windows(tmp_path, hdfs_config, hdfs_sample_lines):
-    """Actors that read their own shards stage a new file every ``staged_file_bytes`` (what
-    one match task loads), so one huge shard group never becomes one huge task."""
+def test_shuffle_files_roll_over_without_changing_windows(tmp_path, hdfs_config, hdfs_sample_lines):
+    """A parser writes a new shuffle file every ``shuffle_file_bytes`` of parsed lines (what
+    it holds at once), so one huge shard group never becomes one huge file or task."""
     text = "\n".join(hdfs_sample_lines[:6000]) + "\n"
-    for i in range(3):  # three files: a shard group per parse actor or more
+    for i in range(3):  # three files: a shard group per parse task or more
         (tmp_path / f"{i}.log").write_text(text)
     inputs = [tmp_path / f"{i}.log" for i in range(3)]
     runs = {}
-    for name, kw in {"one": {}, "many": {"staged_file_bytes": 64 << 10, "batch_lines": 500}}.items():
+    for name, kw in {"one": {}, "many": {"shuffle_file_bytes": 64 << 10, "batch_lines": 500}}.items():
         logs: list[str] = []
         s = run_ingest(hdfs_config, [str(i) for i in inputs], str(tmp_path / name), progress=False,
                        log=logs.append, **kw)
         runs[name] = (_as_dict(read_windows(tmp_path / name)), s.lines_parsed, s.windows, logs)
-    staged = [int(re.search(r"matched and partitioned (\d+) staged", m).group(1))
-              for name in ("one", "many") for m in runs[name][3] if "matched and partitioned" in m]
-    assert staged[0] <= 3 < 10 < staged[1], staged
+    files = [int(re.search(r"stage 1 wrote (\d+) shuffle file", m).group(1))
+             for name in ("one", "many") for m in runs[name][3] if "stage 1 wrote" in m]
+    assert files[0] <= 3 < 10 < files[1], files
     assert runs["one"][:3] == runs["many"][:3] and runs["one"][1] == 18000
 
 

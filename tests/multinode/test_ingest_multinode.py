@@ -71,12 +71,12 @@ def multinode_run(single_node_run, multinode_cluster, tmp_path_factory, plain_in
 def test_stages_run_on_every_worker_and_never_on_the_head(multinode_run, multinode_cluster):
     summary, _ = multinode_run
     c = multinode_cluster
-    assert set(summary.nodes) >= {"read", "parse", "match", "group"}
+    assert set(summary.nodes) >= {"read", "parse", "group"}
     used = set().union(*summary.nodes.values())
     assert used == set(c.worker_ids), summary.nodes
     assert c.head_id not in used
     # the parallel stages themselves spread, not just one of them
-    assert len(set(summary.nodes["parse"]) | set(summary.nodes["match"])) == 2, summary.nodes
+    assert len(set(summary.nodes["parse"]) | set(summary.nodes["group"])) == 2, summary.nodes
 
 
 def test_multinode_windows_equal_single_node_windows(single_node_run, multinode_run):

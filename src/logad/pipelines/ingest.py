@@ -1,42 +1,44 @@
 """The Ray Data ingest pipeline: read → split → mask → mine → match → group → Parquet.
 
-The raw input is read and parsed once, streaming, in three stages:
+The raw input is read and parsed once, streaming, in two stages with the
+mining between them:
 
-1. **Parse**: read the shards, split headers, mask variables, find session
-   ids, and stage the lines as Parquet next to the output. Ray Data tasks
-   (one per CPU at a time) read and parse their shard groups themselves: no
-   lines in the object store, and the task workers, each with its parser
-   built once, go on to run stages 2 and 3 rather than new processes
-   starting and importing after stage 1. Plain files are cut into byte
-   ranges; where there are still fewer shards than CPUs (one large
-   compressed file, say), several tasks share each stream: each decompresses
-   all of it and parses every k-th segment, so every CPU parses (see
-   :func:`logad.sources.files.share_streams`). Without a frozen store, each batch
-   also sends its distinct masked messages (with first position and count)
-   to the run's bookkeeping actor, which then feeds them to Drain3 in input
-   order and freezes the store. That is exactly what Drain3 would have built from the
-   whole stream, at the cost of one pass over distinct messages. With a
-   frozen store (``--templates``), the parsers load it once each and match
-   every line right there.
-2. **Match and partition** (one task per staged file): template ids for
-   the staged lines (the store cached once per worker process), window
-   assignment, and the rows sorted by a stable hash of their window id into
-   shuffle partitions: one Parquet file per task next to the output, one row
-   group per partition.
-3. **Group** (one task per partition): its row group of every stage-2 file
-   holds every line of its windows; a vectorised Arrow group-by builds the
-   windows and writes them as one Parquet file.
+1. **Parse and partition**: read the shards, split headers, mask variables,
+   find session ids, assign windows, and write the lines split by window into
+   shuffle partitions next to the output. Ray Data tasks (one per CPU at a
+   time) read and parse their shard groups themselves: no lines in the
+   object store, and the task workers, each with its parser built once, go
+   on to run stage 2 rather than new processes starting and importing after
+   stage 1. Plain files are cut into byte ranges; where there are still
+   fewer shards than CPUs (one large compressed file, say), several tasks
+   share each stream: each decompresses all of it and parses every k-th
+   segment, so every CPU parses (see :func:`logad.sources.files.share_streams`).
+   A parser holds up to 128 MiB of parsed lines, then writes them, sorted by a
+   stable hash of their window id, as one Parquet file with one row group per
+   partition.
+2. **Mine**: without a frozen store, each batch also sent its distinct masked
+   messages (with first position and count) to the run's bookkeeping actor,
+   which now feeds them to Drain3 in input order and freezes the store. That
+   is exactly what Drain3 would have built from the whole stream, at the cost
+   of one pass over distinct messages. With a frozen store (``--templates``),
+   the parsers load it once each and match every line right there.
+3. **Match and group** (one task per partition): its row group of every
+   shuffle file holds every line of its windows; template ids for them (each
+   distinct masked message matched once, through its Parquet dictionary; the
+   store cached once per worker process), then a vectorised Arrow group-by
+   builds the windows and writes them as one Parquet file.
 
 The number of partitions grows with the input (about 64 MiB of raw log per
-partition), so no task ever holds more than one staged file or one
+partition), so no task ever holds more than 128 MiB of parsed lines or one
 partition: memory stays flat as the input grows. The shuffle lives on the
 output's filesystem, so on a multi-node cluster the output must be shared
 storage (object storage or a shared mount), as it must be for the windows
-themselves. Stage 2 and 3 tasks return their counts rather than sending
-them, and name their files after their input: a task Ray retries after a
-node failure overwrites its own files and is counted once. Stage 1 reports
-as it goes, each report keyed by the batch it is about (shard and batch
-number; first line and size), so a re-run batch replaces its report.
+themselves. Group tasks return their counts rather than sending them, and
+name their files after their partition: a task Ray retries after a node
+failure overwrites its own file and is counted once. Stage 1 reports as it
+goes, each report keyed by the batch it is about (shard and batch number;
+first line and size), and names its files after its shard group, so a re-run
+task replaces its reports and its files.
 
 Nothing is dropped silently: every read, malformed, unknown or ungrouped line
 is counted in the run summary.
@@ -240,38 +242,39 @@ class _Bookkeeper(_Counts, _Collector):
 _BookkeeperActor = ray.remote(num_cpus=0)(_Bookkeeper)
 
 
-# The staged lines and the shuffle are written once and read once: LZ4 and no dictionary
-# pages halve Parquet's write + read time against its defaults (snappy with dictionaries),
-# and still shrink the files about 6x for shared storage. The masked messages keep their
+# The shuffle files are written once and read once: LZ4 and no dictionary pages halve
+# Parquet's write + read time against its defaults (snappy with dictionaries), and still
+# shrink the files about 6x for shared storage. The masked messages keep their
 # dictionary: stage 2 reads it back as is and matches each distinct message once.
-_STAGED_PARQUET = {"compression": "lz4", "use_dictionary": ["masked"]}
+_SHUFFLE_PARQUET = {"compression": "lz4", "use_dictionary": ["masked"]}
 # Reports a parser keeps in flight to the bookkeeping actor before it waits for some.
 _IN_FLIGHT = 64
-# Parsed lines (in memory) per staged file: what one stage-2 task loads at most.
-_STAGED_FILE_BYTES = 128 << 20
+# Parsed lines (in memory) a parser holds before it writes them as one shuffle file.
+_SHUFFLE_FILE_BYTES = 128 << 20
 
 
 class _Parser:
-    """Stage 1: read shard groups, split headers, mask, find session ids, stage the lines.
+    """Stage 1: read shard groups, split headers, mask, find session ids, assign windows,
+    and write the lines split by window into shuffle partitions.
 
     One per worker process (see :func:`_read_parse`); its input rows name shard
     groups (see :func:`_pack`), which it reads itself, so the lines never pass
     through the object store. With a frozen ``store`` the lines are matched
     here (the store is loaded once per parser). Without one, the masked message
-    is staged for the match stage and each batch's distinct messages go to the
-    bookkeeping actor for mining.
+    goes into the shuffle for stage 2 to match, and each batch's distinct
+    messages go to the bookkeeping actor for mining.
     """
 
-    def __init__(self, config: SourceConfig, store: dict | None, file_uris: list[str],
-                 counter, staging: str, groups: list[list[Shard]], encoding: str, batch_lines: int,
-                 file_bytes: int = _STAGED_FILE_BYTES, segment_bytes: int = SEGMENT_BYTES) -> None:
+    def __init__(self, config: SourceConfig, store: dict | None, file_uris: list[str], file_names: list[str],
+                 counter, shuffle: str, parts: int, groups: list[list[Shard]], encoding: str, batch_lines: int,
+                 file_bytes: int = _SHUFFLE_FILE_BYTES, segment_bytes: int = SEGMENT_BYTES) -> None:
         self.config = config
         self.splitter = LineSplitter(config)
         self.store = TemplateStore.from_dict(store) if store is not None else None
         self.file_uris = pa.array(file_uris, pa.string())
+        self.file_names = file_names
         self.counter = counter  # the run's _Bookkeeper: counts, and messages to mine
-        self.fs, self.staging = resolve_fs(staging)
-        self.fs.create_dir(self.staging, recursive=True)
+        self.shuffle, self.parts = shuffle, parts
         self.groups, self.encoding, self.batch_lines = groups, encoding, batch_lines
         self.file_bytes, self.segment_bytes = file_bytes, segment_bytes
         self.pending: list[ray.ObjectRef] = []
@@ -316,7 +319,6 @@ class _Parser:
             rows = pa.table(lines).filter(grouped)
             counts["lines_unknown_template"] = int(pc.sum(pc.equal(rows["event_id"], UNKNOWN_ID)).as_py() or 0)
         # a batch is named by its first line and size, so a re-run batch replaces its report
-        # and its staged file
         first = (int(batch["file_idx"][0].as_py()), int(batch["offset"][0].as_py())) if len(raw) else (-1, -1)
         self._send(self.counter.add.remote(("parse", *first, len(raw)), counts, None, _where("parse")))
         return rows, first
@@ -338,36 +340,68 @@ class _Parser:
 
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        names, counts = [], []
+        pieces: list[tuple[int, str, int, int]] = []  # (partition, file, row group, rows)
         for g in batch["group"].to_pylist():
-            # Few, large staged files (a row group per batch, a new file after every
-            # ``file_bytes`` of parsed lines): stage 2 is then a few tasks and stage 3 reads
-            # a few row groups per partition, while no stage-2 task holds more than one
-            # such file, however large the group (one big compressed file is one group).
-            writer, size = None, 0
-            try:
-                for table in _read_reported(self.groups[g], self.encoding, self.batch_lines, self.counter,
-                                            self._send, self.segment_bytes):
-                    rows, _ = self._parse(table)
-                    if not rows.num_rows:
-                        continue
-                    if writer is not None and size >= self.file_bytes:
-                        writer.close()
-                        writer = None
-                    if writer is None:
-                        names.append(f"group-{g:06d}-{len(names):04d}.parquet")
-                        counts.append(0)
-                        writer = pq.ParquetWriter(f"{self.staging}/{names[-1]}", rows.schema, filesystem=self.fs,
-                                                  **_STAGED_PARQUET)
-                        size = 0
-                    writer.write_table(rows.cast(writer.schema), row_group_size=rows.num_rows)
-                    counts[-1] += rows.num_rows
+            # A parser holds up to ``file_bytes`` of parsed lines, then writes them as one
+            # shuffle file (see _write_partitioned): a group makes a few large files, and
+            # no task ever holds more than one, however large the group.
+            held: list[pa.Table] = []
+            size = n = 0
+            for table in _read_reported(self.groups[g], self.encoding, self.batch_lines, self.counter,
+                                        self._send, self.segment_bytes):
+                rows, _ = self._parse(table)
+                if rows.num_rows:
+                    held.append(rows)
                     size += rows.nbytes
-            finally:
-                if writer is not None:
-                    writer.close()
+                if held and size >= self.file_bytes:
+                    pieces += self._write_partitioned(held, f"group-{g:06d}-{n:04d}.parquet")
+                    held, size, n = [], 0, n + 1
+            if held:
+                pieces += self._write_partitioned(held, f"group-{g:06d}-{n:04d}.parquet")
         self._settle()
-        return pa.table({"staged": pa.array(names, pa.string()), "rows": pa.array(counts, pa.int64())})
+        cols = list(zip(*pieces, strict=True)) if pieces else [[], [], [], []]
+        return pa.table({"partition": pa.array(cols[0], pa.int64()), "file": pa.array(cols[1], pa.string()),
+                         "row_group": pa.array(cols[2], pa.int64()), "rows": pa.array(cols[3], pa.int64())})
+
+    def _write_partitioned(self, held: list[pa.Table], name: str) -> list[tuple[int, str, int, int]]:
+        """Assign windows to the held lines and write them, sorted by a stable hash of
+        the window id, as one Parquet file with one row group per partition; named
+        after the shard group, so a re-run task overwrites its own files."""
+        rows = pa.concat_tables([t.cast(held[0].schema) for t in held]) if len(held) > 1 else held[0]
+        held.clear()
+        sessions = rows["session"].combine_chunks() if "session" in rows.column_names else None
+        keep = [c for c in ("ts", "file_idx", "offset", "line_no", "event_id", "masked", "raw", "line_label")
+                if c in rows.column_names]
+        out = assign_windows(rows.select(keep), self.config.grouping, file_names=self.file_names,
+                             sessions=sessions, first_column="first").drop_columns(["line_no"])
+        del rows
+        return _write_partitions(out, self.parts, _join(self.shuffle, name))
+
+
+def _write_partitions(rows: pa.Table, parts: int, target: str) -> list[tuple[int, str, int, int]]:
+    """``rows`` (with ``window_id``) sorted by shuffle partition into one file at ``target``,
+    one row group per partition: (partition, file, row group, rows) of each.
+
+    One file per call, not one per (call, partition): the file count grows with the
+    input, not with its square.
+    """
+    if not rows.num_rows:
+        return []
+    part = _partition_of(rows["window_id"].combine_chunks(), parts)
+    order = np.argsort(part, kind="stable")
+    rows, part = rows.take(pa.array(order)), part[order]
+    bounds = np.searchsorted(part, np.arange(parts + 1))
+    fs, path = resolve_fs(target)
+    pieces: list[tuple[int, str, int, int]] = []
+    with pq.ParquetWriter(path, rows.schema, filesystem=fs, **_SHUFFLE_PARQUET) as writer:
+        for k in range(parts):
+            lo, hi = int(bounds[k]), int(bounds[k + 1])
+            if hi > lo:
+                writer.write_table(rows.slice(lo, hi - lo), row_group_size=hi - lo)
+                pieces.append((k, target, len(pieces), hi - lo))
+    del rows
+    pa.default_memory_pool().release_unused()  # worker processes are reused: hand the pages back
+    return pieces
 
 
 _PARSERS: dict[str, _Parser] = {}
@@ -410,55 +444,29 @@ def _partition_of(window_ids: pa.Array, parts: int) -> np.ndarray:
 
 
 @ray.remote(num_cpus=1)
-def _match_partition(staged: str, store_box: list, grouping, file_names: list[str], shuffle: str,
-                     parts: int) -> dict:
-    """Stage 2, one task per staged file: template ids, window ids, then the rows written
-    out sorted by shuffle partition, one Parquet row group per partition, in one file
-    (``shuffle/<staged name>``); returns which row group holds which partition.
-
-    One file per task, not one per (task, partition): the file count grows with the
-    input, not with its square. The output name derives from the input's, so a retried
-    task overwrites its own file, and the counts it returns are taken once.
-    """
-    fs, path = resolve_fs(staged)
-    rows = pq.read_table(path, filesystem=fs, read_dictionary=["masked"])
+def _group_partition(pieces: list[tuple[str, int]], out_file: str, source: str, store_box: list,
+                     label_box: list | None) -> dict:
+    """Stage 2, one task per shuffle partition: its row group of every shuffle file,
+    which together hold every line of its windows, matched to templates (unless the
+    parsers did), grouped and written. Returns its counts rather than sending them,
+    so a retried task is counted once."""
+    fs, out_path = resolve_fs(out_file)
+    paths = [(resolve_fs(uri)[1], group) for uri, group in pieces]
+    # the masked messages (there when the parsers did not match) come back dictionary-encoded
+    as_dict = ["masked"] if "masked" in pq.read_schema(paths[0][0], filesystem=fs).names else None
+    tables = [pq.ParquetFile(path, filesystem=fs, read_dictionary=as_dict).read_row_group(group)
+              for path, group in paths]
+    rows = pa.concat_tables(tables)
+    del tables
     counts: dict[str, int] = {}
     if "masked" in rows.column_names:
         store = _cached(_STORE_CACHE, store_box, TemplateStore.from_dict)
         ids = store.match(rows["masked"])  # dictionary-encoded: each distinct message matched once
         rows = rows.drop_columns(["masked"]).append_column("event_id", pa.array(ids, pa.int64()))
-        counts["lines_unknown_template"] = int((ids == UNKNOWN_ID).sum())
-    sessions = rows["session"].combine_chunks() if "session" in rows.column_names else None
-    keep = [c for c in ("ts", "file_idx", "offset", "line_no", "event_id", "raw", "line_label") if c in rows.column_names]
-    out = assign_windows(rows.select(keep), grouping, file_names=file_names, sessions=sessions).drop_columns(["line_no"])
-    pieces: list[tuple[int, str, int]] = []  # (partition, file, row group)
-    if out.num_rows:
-        part = _partition_of(out["window_id"].combine_chunks(), parts)
-        order = np.argsort(part, kind="stable")
-        out, part = out.take(pa.array(order)), part[order]
-        bounds = np.searchsorted(part, np.arange(parts + 1))
-        name = path.rsplit("/", 1)[-1]
-        target = _join(shuffle, name)
-        with pq.ParquetWriter(resolve_fs(target)[1], out.schema, filesystem=fs, compression="lz4",
-                              use_dictionary=False) as writer:
-            for k in range(parts):
-                lo, hi = int(bounds[k]), int(bounds[k + 1])
-                if hi > lo:
-                    writer.write_table(out.slice(lo, hi - lo), row_group_size=hi - lo)
-                    pieces.append((k, target, len(pieces)))
-    del rows, out
-    pa.default_memory_pool().release_unused()  # worker processes are reused: hand the pages back
-    return {"counts": counts, "where": _where("match"), "pieces": pieces}
-
-
-@ray.remote(num_cpus=1)
-def _group_partition(pieces: list[tuple[str, int]], out_file: str, source: str, label_box: list | None) -> dict:
-    """Stage 3, one task per shuffle partition: its row group of every stage-2 file, which
-    together hold every line of its windows, grouped and written."""
-    fs, out_path = resolve_fs(out_file)
-    tables = [pq.ParquetFile(resolve_fs(uri)[1], filesystem=fs).read_row_group(group) for uri, group in pieces]
-    rows = pa.concat_tables(tables)
-    del tables
+        # a line in several (sliding or fixed) windows is counted once: in its first one
+        first = rows["first"].to_numpy(zero_copy_only=False)
+        counts["lines_unknown_template"] = int(((ids == UNKNOWN_ID) & first).sum())
+    rows = rows.drop_columns(["first"])
     labels = _cached(_LABEL_CACHE, label_box) if label_box else None
     w = build_windows(rows, source, labels)  # type: ignore[arg-type]
     del rows
@@ -469,9 +477,9 @@ def _group_partition(pieces: list[tuple[str, int]], out_file: str, source: str, 
     num_windows = w.num_rows
     del w, lab
     pa.default_memory_pool().release_unused()
-    return {"counts": {"windows": num_windows, "windows_anomalous": anomalous, "windows_normal": normal,
-                       "windows_unlabelled": num_windows - anomalous - normal},
-            "where": _where("group")}
+    counts.update({"windows": num_windows, "windows_anomalous": anomalous, "windows_normal": normal,
+                   "windows_unlabelled": num_windows - anomalous - normal})
+    return {"counts": counts, "where": _where("group")}
 
 
 def load_label_file(path: str, config: SourceConfig) -> dict[str, int]:
@@ -520,7 +528,7 @@ def run_ingest(
     batch_lines: int = 65536,
     segment_bytes: int = SEGMENT_BYTES,
     num_partitions: int | None = None,
-    staged_file_bytes: int = _STAGED_FILE_BYTES,
+    shuffle_file_bytes: int = _SHUFFLE_FILE_BYTES,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> IngestSummary:
@@ -543,8 +551,8 @@ def run_ingest(
         segment_bytes: where fewer shards than CPUs make readers share a stream, the
             (decompressed) bytes per segment dealt to each in turn.
         num_partitions: shuffle partitions (default: about one per 64 MiB of raw input).
-        staged_file_bytes: parsed lines (in memory) per staged file: what one match
-            task loads at most.
+        shuffle_file_bytes: parsed lines (in memory) a parser holds before it writes
+            them as one shuffle file.
     """
     t0 = time.perf_counter()
     files = list_inputs(inputs)
@@ -565,37 +573,37 @@ def run_ingest(
         f"{len(shards)} shard(s) on {cpus} CPU(s)")
 
     counter = _BookkeeperActor.remote()
-    names = [_display_name(f, files) for f in files]
-    # Stage 1: parse every line once (one parser per CPU) and stage the result; the
-    # parsers write the staged Parquet themselves.
-    staging = _join(output, "_staging")
-    _clear_dir(staging)
+    # Stage 1: parse every line once (one parser per CPU), assign windows and write the
+    # lines split by window into shuffle partitions on disk, next to the output.
+    parts = num_partitions or max(cpus, math.ceil(_raw_bytes(shards) / _PARTITION_BYTES))
+    shuffle = _join(output, "_shuffle")
+    _clear_dir(shuffle)
+    sfs, spath = resolve_fs(shuffle)
+    sfs.create_dir(spath, recursive=True)
     t = time.perf_counter()
-    parse_kwargs = {
-        "config": config, "store": None if store is None else store.to_dict(),
-        "file_uris": [f.uri for f in files], "counter": counter,
-        "staging": staging,
-    }
     groups = _pack(shards, 2 * cpus)
     shared = sum(s.parts > 1 for s in shards)
     log(f"stage 1: {len(groups)} parse task(s), {cpus} at a time, read their shard group(s) themselves"
         + (f" ({shared} readers share {len({s.file.index for s in shards if s.parts > 1})} compressed or unsplit "
            "stream(s))" if shared else ""))
-    # Tasks, not an actor pool: their worker processes outlive the stage and run stages 2
-    # and 3, instead of new workers starting (and importing) after it. Each process builds
-    # its parser once (see _read_parse). The lines never pass through the object store,
-    # and no read task competes with the parsers for the cores.
+    # Tasks, not an actor pool: their worker processes outlive the stage and run stage 2,
+    # instead of new workers starting (and importing) after it. Each process builds its
+    # parser once (see _read_parse). The lines never pass through the object store, and no
+    # read task competes with the parsers for the cores.
     items = ray.data.from_items([{"group": g} for g in range(len(groups))], override_num_blocks=len(groups))
-    staged = items.map_batches(
+    pieces = items.map_batches(
         _read_parse,
-        fn_kwargs={"run": uuid.uuid4().hex, "groups": groups, "encoding": config.encoding,
-                   "batch_lines": batch_lines, "file_bytes": staged_file_bytes,
-                   "segment_bytes": segment_bytes, **parse_kwargs},
+        fn_kwargs={"run": uuid.uuid4().hex, "config": config, "store": None if store is None else store.to_dict(),
+                   "file_uris": [f.uri for f in files], "file_names": [_display_name(f, files) for f in files],
+                   "counter": counter, "shuffle": shuffle, "parts": parts, "groups": groups,
+                   "encoding": config.encoding, "batch_lines": batch_lines, "file_bytes": shuffle_file_bytes,
+                   "segment_bytes": segment_bytes},
         batch_format="pyarrow", batch_size=1, num_cpus=1,
         compute=ray.data.TaskPoolStrategy(size=min(cpus, len(groups))),
-    )
-    staged_rows = staged.take_all()  # one small row per batch: the staged file it wrote
+    ).take_all()  # one small row per row group written: (partition, file, row group, rows)
     summary.seconds["parse"] = round(time.perf_counter() - t, 3)
+    log(f"stage 1 wrote {len({p['file'] for p in pieces})} shuffle file(s) of {parts} partition(s) "
+        f"in {summary.seconds['parse']:.1f}s")
     if store is None:
         t = time.perf_counter()
         store = TemplateStore.from_dict(ray.get(counter.mine.remote(config.parsing.model_dump())))
@@ -605,38 +613,26 @@ def run_ingest(
         log(f"matched against the frozen store {templates} ({len(store)} templates)")
     summary.templates = len(store)
 
-    # Stage 2: match, assign windows and split the rows by window into shuffle partitions
-    # on disk (next to the output); stage 3: group each partition and write its windows.
-    # Tasks, one per staged file and one per partition: a task holds one file or one
-    # partition, never the whole input.
+    # Stage 2: one task per partition matches its lines (unless the parsers did), groups
+    # them and writes its windows: a task holds one partition, never the whole input.
     t = time.perf_counter()
     label_box = [ray.put(label_map)] if label_map is not None else None
-    parts = num_partitions or max(cpus, math.ceil(_raw_bytes(shards) / _PARTITION_BYTES))
-    shuffle = _join(output, "_shuffle")
-    _clear_dir(shuffle)
-    sfs, spath = resolve_fs(shuffle)
-    sfs.create_dir(spath, recursive=True)
     store_box = [ray.put(store.to_dict())]
-    staged = sorted({_join(staging, r["staged"]) for r in staged_rows if r["staged"]})
-    done = ray.get([_match_partition.remote(f, store_box, config.grouping, names, shuffle, parts) for f in staged])
-    log(f"matched and partitioned {len(staged)} staged file(s) into {parts} partition(s) "
-        f"in {time.perf_counter() - t:.1f}s")
     windows_dir = _join(output, "windows")
     _clear_dir(windows_dir)
     wfs, wpath = resolve_fs(windows_dir)
     wfs.create_dir(wpath, recursive=True)
     by_part: dict[int, list[tuple[str, int]]] = {}
-    for d in done:
-        for k, uri, group in d.pop("pieces"):
-            by_part.setdefault(k, []).append((uri, group))
-    done += ray.get([_group_partition.remote(by_part[k], _join(windows_dir, f"part-{i:05d}.parquet"), config.name,
-                                             label_box) for i, k in enumerate(sorted(by_part))])
+    for p in sorted(pieces, key=lambda p: (p["partition"], p["file"], p["row_group"])):
+        by_part.setdefault(p["partition"], []).append((p["file"], p["row_group"]))
+    done = ray.get([_group_partition.remote(by_part[k], _join(windows_dir, f"part-{i:05d}.parquet"), config.name,
+                                            store_box, label_box) for i, k in enumerate(sorted(by_part))])
     if not by_part:  # no windows: still a readable (empty) table
         pq.write_table(WINDOWS_SCHEMA.empty_table(), _join(wpath, "part-00000.parquet"), filesystem=wfs)
     ray.get([counter.add.remote(("task", i), d["counts"], None, d["where"]) for i, d in enumerate(done)])
-    _clear_dir(staging)
     _clear_dir(shuffle)
     summary.seconds["match_group_write"] = round(time.perf_counter() - t, 3)
+    log(f"matched and grouped {len(by_part)} partition(s) in {summary.seconds['match_group_write']:.1f}s")
 
     counts, errors, nodes = ray.get(counter.get.remote())
     summary.nodes = nodes

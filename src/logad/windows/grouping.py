@@ -51,6 +51,7 @@ def assign_windows(
     *,
     file_names: list[str] | None = None,
     sessions: pa.Array | None = None,
+    first_column: str | None = None,
 ) -> pa.Table:
     """Add a ``window_id`` column; a line in k windows appears k times.
 
@@ -59,6 +60,8 @@ def assign_windows(
         grouping: the source's grouping rule.
         file_names: names of the input files by index (for fixed window ids).
         sessions: for session grouping, the id of each line (see :func:`session_ids`).
+        first_column: if given, a boolean column of this name marks each line's
+            first window, so per-line counts can skip the copies.
 
     Returns:
         The rows that belong to at least one window, with ``window_id``.
@@ -68,7 +71,8 @@ def assign_windows(
     if isinstance(grouping, SessionGrouping):
         assert sessions is not None
         keep = pc.is_valid(sessions)
-        return lines.append_column("window_id", sessions).filter(keep)
+        out = lines.append_column("window_id", sessions).filter(keep)
+        return _mark_first(out, first_column, None)
     if isinstance(grouping, SlidingGrouping):
         ts = lines["ts"]
         keep = pc.is_valid(ts)
@@ -83,7 +87,8 @@ def assign_windows(
         starts = first[rows] + within * step
         out = lines.take(pa.array(rows))
         wid = pd.to_datetime(starts, unit="us").strftime("%Y-%m-%dT%H:%M:%S")
-        return out.append_column("window_id", pa.array(np.asarray(wid, dtype=object), pa.string()))
+        out = out.append_column("window_id", pa.array(np.asarray(wid, dtype=object), pa.string()))
+        return _mark_first(out, first_column, within == 0)
     # fixed-count windows within each file
     n = lines["line_no"].to_numpy()
     if (n < 0).any():
@@ -99,7 +104,14 @@ def assign_windows(
     names = file_names or []
     wid = [f"{names[f] if f < len(names) else f}#{s}" for f, s in zip(fidx, k * step, strict=True)]
     out = lines.take(pa.array(rows))
-    return out.append_column("window_id", pa.array(wid, pa.string()))
+    out = out.append_column("window_id", pa.array(wid, pa.string()))
+    return _mark_first(out, first_column, within == 0)
+
+
+def _mark_first(rows: pa.Table, name: str | None, first: np.ndarray | None) -> pa.Table:
+    if name is None:
+        return rows
+    return rows.append_column(name, pa.array(np.ones(rows.num_rows, bool) if first is None else first))
 
 
 def build_windows(rows: pa.Table, source: str, label_map: dict[str, int] | None = None) -> pa.Table:
