@@ -68,6 +68,22 @@ def test_fixed_windows_per_file_with_and_without_overlap():
     assert set(ids) == {"a.log#0", "a.log#2", "a.log#4", "b.log#0", "b.log#2"}
 
 
+@pytest.mark.parametrize("grouping", [SlidingGrouping(window_size_s=300, step_s=60),
+                                      FixedGrouping(window_lines=4, step_lines=2), FixedGrouping(window_lines=5)])
+def test_first_column_marks_each_line_once_however_many_windows_hold_it(grouping):
+    """Per-line counts after window assignment (lines matching no template) read the
+    first copy only, so a line in five sliding windows still counts once."""
+    rng = np.random.default_rng(1)
+    times = [None] + sorted(rng.uniform(0, 1200, 99).tolist())
+    rows = assign_windows(_lines(times), grouping, first_column="first")
+    held = set(rows["offset"].to_pylist())
+    overlapping = not isinstance(grouping, FixedGrouping) or grouping.step < grouping.window_lines
+    assert (rows.num_rows > len(held)) == overlapping  # copies where windows overlap
+    first = rows.filter(rows["first"])
+    assert sorted(first["offset"].to_pylist()) == sorted(held)  # each line once
+    assert "first" not in assign_windows(_lines(times), grouping).column_names
+
+
 def test_sessions_group_by_id_in_time_order_and_take_file_labels():
     raw = pa.array(["x blk_1 a", "y blk_2 b", "no id here", "z blk_1 c", "w blk_-3 d"])
     g = SessionGrouping(id_regex=r"blk_-?\d+")
