@@ -117,19 +117,23 @@ def test_folders_are_expanded_in_order_and_missing_inputs_refused(tmp_path):
         list_inputs([str(tmp_path / "nope")])
 
 
-def test_ingest_counts_a_retried_report_once():
-    """A read task or batch that Ray re-runs reports under the same key: counted once."""
-    from logad.pipelines.ingest import _Counts
+def test_the_driver_merges_what_parse_tasks_return():
+    """Counts add up, and the distinct messages of every shard group come out in input
+    order (first position across all groups) with their total counts: what Drain3
+    would have seen from the whole stream."""
+    from logad.pipelines.ingest import _Collector, _Tally
 
-    c = _Counts()
-    c.add(("read", "a.log", 0, 0), {"lines_read": 10}, [{"file": "a.log", "offset": 0, "error": "x"}], ("read", "n1"))
-    c.add(("read", "a.log", 0, 1), {"lines_read": 5}, None, ("read", "n1"))
-    c.add(("read", "a.log", 0, 0), {"lines_read": 10}, [{"file": "a.log", "offset": 0, "error": "x"}], ("read", "n2"))
-    c.add(("parse", 0, 0, 15), {"lines_parsed": 15, "lines_malformed": 1}, None, ("parse", "n2"))
-    counts, errors, nodes = c.get()
-    assert counts == {"lines_read": 15, "lines_parsed": 15, "lines_malformed": 1}
-    assert len(errors) == 1
-    assert nodes == {"read": ["n1", "n2"], "parse": ["n2"]}
+    t = _Tally()
+    t.add({"lines_read": 10}, [{"file": "a.log", "offset": 0, "error": "x"}], [("parse", "n1")])
+    t.add({"lines_read": 5, "lines_parsed": 5}, None, [("parse", "n2"), ("read", "n2")])
+    counts, errors, nodes = t.get()
+    assert counts == {"lines_read": 15, "lines_parsed": 5} and len(errors) == 1
+    assert nodes == {"parse": ["n1", "n2"], "read": ["n2"]}
+
+    merged = _Collector()
+    merged.collect(["b", "c"], [5, 9], [2, 1])  # a later shard group, returned first
+    merged.collect(["a", "b"], [0, 3], [4, 1])
+    assert merged.ordered() == (["a", "b", "c"], [4, 3, 1])
 
 
 @pytest.mark.parametrize("shard_bytes,batch_lines", [(64 << 20, 65536), (97, 3), (1_000, 7)])

@@ -16,12 +16,13 @@ mining between them:
    A parser holds up to 128 MiB of parsed lines, then writes them, sorted by a
    stable hash of their window id, as one Parquet file with one row group per
    partition.
-2. **Mine**: without a frozen store, each batch also sent its distinct masked
-   messages (with first position and count) to the run's bookkeeping actor,
-   which now feeds them to Drain3 in input order and freezes the store. That
-   is exactly what Drain3 would have built from the whole stream, at the cost
-   of one pass over distinct messages. With a frozen store (``--templates``),
-   the parsers load it once each and match every line right there.
+2. **Mine**: without a frozen store, each parse task also returned the
+   distinct masked messages of its lines (with first position and count); the
+   driver merges them and feeds them to Drain3 in input order, then freezes
+   the store. That is exactly what Drain3 would have built from the whole
+   stream, at the cost of one pass over distinct messages. With a frozen store
+   (``--templates``), the parsers load it once each and match every line
+   right there.
 3. **Match and group** (one task per partition): its row group of every
    shuffle file holds every line of its windows; template ids for them (each
    distinct masked message matched once, through its Parquet dictionary; the
@@ -33,12 +34,10 @@ partition), so no task ever holds more than 128 MiB of parsed lines or one
 partition: memory stays flat as the input grows. The shuffle lives on the
 output's filesystem, so on a multi-node cluster the output must be shared
 storage (object storage or a shared mount), as it must be for the windows
-themselves. Group tasks return their counts rather than sending them, and
-name their files after their partition: a task Ray retries after a node
-failure overwrites its own file and is counted once. Stage 1 reports as it
-goes, each report keyed by the batch it is about (shard and batch number;
-first line and size), and names its files after its shard group, so a re-run
-task replaces its reports and its files.
+themselves. Every task returns its counts rather than sending them, and names
+its files after its input (shard group or partition): Ray keeps the result of
+a task's successful attempt only, so a task retried after a node failure
+overwrites its own files and is counted once.
 
 Nothing is dropped silently: every read, malformed, unknown or ungrouped line
 is counted in the run summary.
@@ -63,7 +62,7 @@ import pyarrow.parquet as pq
 from logad.errors import DataError
 from logad.parsing.template_store import UNKNOWN_ID, TemplateMiner, TemplateStore, mask_contents
 from logad.ray_env import init_ray, prepare_ray_env
-from logad.sources.config import FixedGrouping, SessionGrouping, SourceConfig
+from logad.sources.config import FixedGrouping, ParsingConfig, SessionGrouping, SourceConfig
 from logad.sources.files import (
     SEGMENT_BYTES,
     InputFile,
@@ -118,39 +117,37 @@ class IngestSummary:
         return self.lines_read / total if total else 0.0
 
 
-class _Counts:
-    """Counts from the stages' tasks (one per ingest run; used as an actor).
+class _Tally:
+    """A run's counts, read errors and nodes, merged in the driver from what the tasks
+    return.
 
-    Each report names the piece of work it is about (``key``, e.g. a shard's batch);
-    a report under a key already seen replaces the earlier one, so a task or batch
-    that Ray re-runs after a failure is counted once. Each call also says which
-    stage ran where, so a run's summary lists the Ray nodes that did the work (how
-    a multi-node run is seen to spread).
+    Tasks return their counts instead of sending them as they go: Ray keeps the
+    result of a task's successful attempt only, so a task re-run after a failure
+    is counted once, and no bookkeeping actor (a worker process costing about
+    1.5 s of CPU to start on 2 cores, and a round trip per batch) is needed.
+    Each result also says which stage ran on which node, so a run's summary
+    lists the Ray nodes that did the work (how a multi-node run is seen to spread).
     """
 
     def __init__(self) -> None:
-        self.reports: dict[object, tuple[dict[str, int], list[dict]]] = {}
+        self.counts: dict[str, int] = {}
+        self.errors: list[dict] = []
         self.nodes: dict[str, set[str]] = {}
 
-    def add(self, key: object, counts: dict[str, int], errors: list[dict] | None = None,
-            where: tuple[str, str] | None = None) -> None:
-        self.reports[key] = ({k: int(v) for k, v in counts.items()}, list(errors or []))
-        if where:
-            stage, node = where
+    def add(self, counts: dict[str, int], errors: list[dict] | None = None,
+            where: list[tuple[str, str]] | None = None) -> None:
+        for k, v in counts.items():
+            self.counts[k] = self.counts.get(k, 0) + int(v)
+        self.errors.extend(errors or [])
+        for stage, node in where or []:
             self.nodes.setdefault(stage, set()).add(node)
 
     def get(self) -> tuple[dict[str, int], list[dict], dict[str, list[str]]]:
-        counts: dict[str, int] = {}
-        errors: list[dict] = []
-        for c, e in self.reports.values():
-            for k, v in c.items():
-                counts[k] = counts.get(k, 0) + v
-            errors.extend(e)
-        return counts, errors, {k: sorted(v) for k, v in self.nodes.items()}
+        return dict(self.counts), list(self.errors), {k: sorted(v) for k, v in self.nodes.items()}
 
 
 def _where(stage: str) -> tuple[str, str]:
-    """(stage, id of the Ray node this task or actor runs on), for the counter."""
+    """(stage, id of the Ray node this task runs on), for the run summary."""
     return stage, ray.get_runtime_context().get_node_id()
 
 
@@ -178,16 +175,15 @@ def _pack(shards: list[Shard], parallelism: int) -> list[list[Shard]]:
     return groups
 
 
-def _read_reported(shards: list[Shard], encoding: str, batch_lines: int, counter, send: Callable,
-                   segment_bytes: int = SEGMENT_BYTES) -> Iterator[pa.Table]:
-    """Batches of lines of ``shards``, each batch's read counts reported (``send``) as it is read."""
+def _read_counted(shards: list[Shard], encoding: str, batch_lines: int, tally: _Tally,
+                  segment_bytes: int = SEGMENT_BYTES) -> Iterator[pa.Table]:
+    """Batches of lines of ``shards``, each batch's read counts added to ``tally``."""
     for shard in shards:
-        for i, (table, stats) in enumerate(read_shard(shard, encoding=encoding, batch_lines=batch_lines,
-                                                      segment_bytes=segment_bytes)):
+        for table, stats in read_shard(shard, encoding=encoding, batch_lines=batch_lines,
+                                       segment_bytes=segment_bytes):
             d = stats.to_dict()
             errors = d.pop("errors")
-            key = ("read", shard.file.uri, shard.start, shard.part, i)  # a re-run read reports the same keys
-            send(counter.add.remote(key, d, errors, _where("read")))
+            tally.add(d, errors)
             yield table
 
 
@@ -198,7 +194,8 @@ def _raw_bytes(shards: list[Shard]) -> int:
 
 class _Collector:
     """Gathers the distinct masked messages of the mining pass, with first position and
-    count, and mines them once stage 1 is over (Drain3 is stateful and not safe to share)."""
+    count, and mines them once stage 1 is over (Drain3 is stateful and not safe to
+    share). Each parser keeps one for its shard groups; the driver merges theirs."""
 
     def __init__(self) -> None:
         self.first: dict[str, int] = {}
@@ -219,27 +216,11 @@ class _Collector:
         ms = sorted(self.first, key=self.first.__getitem__)
         return ms, [self.count[m] for m in ms]
 
-    def mine(self, parsing_dict: dict) -> dict:
-        """Feed the distinct messages to Drain3 in input order; the frozen store as a dict."""
-        from logad.sources.config import ParsingConfig
-
-        miner = TemplateMiner(ParsingConfig.model_validate(parsing_dict))
+    def mine(self, parsing: ParsingConfig) -> TemplateStore:
+        """Feed the distinct messages to Drain3 in input order; the frozen store."""
+        miner = TemplateMiner(parsing)
         miner.add(*self.ordered())
-        return miner.freeze().to_dict()
-
-
-class _Bookkeeper(_Counts, _Collector):
-    """A run's one bookkeeping actor: the counts and, when mining, the distinct messages
-    and Drain3 itself. One worker process instead of three: on 2 cores each Ray worker
-    costs about 1.5 s of CPU to start and import, and a mining actor started after
-    stage 1 put that start on the critical path."""
-
-    def __init__(self) -> None:
-        _Counts.__init__(self)
-        _Collector.__init__(self)
-
-
-_BookkeeperActor = ray.remote(num_cpus=0)(_Bookkeeper)
+        return miner.freeze()
 
 
 # The shuffle files are written once and read once: LZ4 and no dictionary pages halve
@@ -247,10 +228,22 @@ _BookkeeperActor = ray.remote(num_cpus=0)(_Bookkeeper)
 # shrink the files about 6x for shared storage. The masked messages keep their
 # dictionary: stage 2 reads it back as is and matches each distinct message once.
 _SHUFFLE_PARQUET = {"compression": "lz4", "use_dictionary": ["masked"]}
-# Reports a parser keeps in flight to the bookkeeping actor before it waits for some.
-_IN_FLIGHT = 64
 # Parsed lines (in memory) a parser holds before it writes them as one shuffle file.
 _SHUFFLE_FILE_BYTES = 128 << 20
+
+
+# What a parse task returns per shard group: where its lines went in the shuffle, its
+# counts and read errors, and (when mining) its distinct masked messages.
+_PARSED_SCHEMA = pa.schema([
+    pa.field("pieces", pa.list_(pa.struct([("partition", pa.int64()), ("file", pa.string()),
+                                           ("row_group", pa.int64()), ("rows", pa.int64())]))),
+    pa.field("counts", pa.string()),
+    pa.field("errors", pa.string()),
+    pa.field("node", pa.string()),
+    pa.field("messages", pa.list_(pa.string())),
+    pa.field("first", pa.list_(pa.int64())),
+    pa.field("count", pa.list_(pa.int64())),
+])
 
 
 class _Parser:
@@ -261,27 +254,26 @@ class _Parser:
     groups (see :func:`_pack`), which it reads itself, so the lines never pass
     through the object store. With a frozen ``store`` the lines are matched
     here (the store is loaded once per parser). Without one, the masked message
-    goes into the shuffle for stage 2 to match, and each batch's distinct
-    messages go to the bookkeeping actor for mining.
+    goes into the shuffle for stage 2 to match, and the distinct messages (with
+    first position and count) are returned for the driver to mine, with the
+    counts: one output row per shard group.
     """
 
     def __init__(self, config: SourceConfig, store: dict | None, file_uris: list[str], file_names: list[str],
-                 counter, shuffle: str, parts: int, groups: list[list[Shard]], encoding: str, batch_lines: int,
+                 shuffle: str, parts: int, groups: list[list[Shard]], encoding: str, batch_lines: int,
                  file_bytes: int = _SHUFFLE_FILE_BYTES, segment_bytes: int = SEGMENT_BYTES) -> None:
         self.config = config
         self.splitter = LineSplitter(config)
         self.store = TemplateStore.from_dict(store) if store is not None else None
         self.file_uris = pa.array(file_uris, pa.string())
         self.file_names = file_names
-        self.counter = counter  # the run's _Bookkeeper: counts, and messages to mine
         self.shuffle, self.parts = shuffle, parts
         self.groups, self.encoding, self.batch_lines = groups, encoding, batch_lines
         self.file_bytes, self.segment_bytes = file_bytes, segment_bytes
-        self.pending: list[ray.ObjectRef] = []
 
-    def _parse(self, batch: pa.Table) -> tuple[pa.Table, tuple[int, int]]:
-        """Parse one batch of read lines: the rows to stage (lines that belong to a window)
-        and the batch's first line (file index, byte offset)."""
+    def _parse(self, batch: pa.Table, tally: _Tally, messages: _Collector) -> pa.Table:
+        """Parse one batch of read lines: the rows to shuffle (lines that belong to a
+        window); its counts go to ``tally``, its distinct messages to ``messages``."""
         raw = batch["raw"].combine_chunks()
         sl = self.splitter.split(raw)
         masked = mask_contents(sl.content, self.config.parsing)
@@ -310,58 +302,44 @@ class _Parser:
             u = pa.table({"m": masked, "k": key}).group_by("m", use_threads=False).aggregate(
                 [("k", "min"), ("k", "count")]
             )
-            self._send(self.counter.collect.remote(u["m"].to_pylist(), u["k_min"].to_pylist(),
-                                                   u["k_count"].to_pylist()))
+            messages.collect(u["m"].to_pylist(), u["k_min"].to_pylist(), u["k_count"].to_pylist())
             lines["masked"] = masked
             rows = pa.table(lines).filter(grouped)
         else:
             lines["event_id"] = pa.array(self.store.match(masked), pa.int64())
             rows = pa.table(lines).filter(grouped)
             counts["lines_unknown_template"] = int(pc.sum(pc.equal(rows["event_id"], UNKNOWN_ID)).as_py() or 0)
-        # a batch is named by its first line and size, so a re-run batch replaces its report
-        first = (int(batch["file_idx"][0].as_py()), int(batch["offset"][0].as_py())) if len(raw) else (-1, -1)
-        self._send(self.counter.add.remote(("parse", *first, len(raw)), counts, None, _where("parse")))
-        return rows, first
-
-    def _send(self, ref: ray.ObjectRef) -> None:
-        """Keep a report to the bookkeeping actor in flight rather than wait for it: a
-        round trip per batch cost the parsers about a third of their time on 2 cores.
-        At most ``_IN_FLIGHT`` wait at once; :meth:`__call__` settles them all before it
-        returns, so every report is in when stage 1 ends."""
-        self.pending.append(ref)
-        if len(self.pending) > _IN_FLIGHT:
-            half = len(self.pending) // 2
-            ray.get(self.pending[:half])
-            del self.pending[:half]
-
-    def _settle(self) -> None:
-        ray.get(self.pending)
-        self.pending.clear()
-
+        tally.add(counts)
+        return rows
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        out = [self._parse_group(g) for g in batch["group"].to_pylist()]
+        return pa.Table.from_pylist(out, schema=_PARSED_SCHEMA)
+
+    def _parse_group(self, g: int) -> dict:
+        """Read and parse shard group ``g``; what it returns is one row of _PARSED_SCHEMA."""
+        tally, messages = _Tally(), _Collector()
         pieces: list[tuple[int, str, int, int]] = []  # (partition, file, row group, rows)
-        for g in batch["group"].to_pylist():
-            # A parser holds up to ``file_bytes`` of parsed lines, then writes them as one
-            # shuffle file (see _write_partitioned): a group makes a few large files, and
-            # no task ever holds more than one, however large the group.
-            held: list[pa.Table] = []
-            size = n = 0
-            for table in _read_reported(self.groups[g], self.encoding, self.batch_lines, self.counter,
-                                        self._send, self.segment_bytes):
-                rows, _ = self._parse(table)
-                if rows.num_rows:
-                    held.append(rows)
-                    size += rows.nbytes
-                if held and size >= self.file_bytes:
-                    pieces += self._write_partitioned(held, f"group-{g:06d}-{n:04d}.parquet")
-                    held, size, n = [], 0, n + 1
-            if held:
+        # A parser holds up to ``file_bytes`` of parsed lines, then writes them as one
+        # shuffle file (see _write_partitioned): a group makes a few large files, and no
+        # task ever holds more than one, however large the group.
+        held: list[pa.Table] = []
+        size = n = 0
+        for table in _read_counted(self.groups[g], self.encoding, self.batch_lines, tally, self.segment_bytes):
+            rows = self._parse(table, tally, messages)
+            if rows.num_rows:
+                held.append(rows)
+                size += rows.nbytes
+            if held and size >= self.file_bytes:
                 pieces += self._write_partitioned(held, f"group-{g:06d}-{n:04d}.parquet")
-        self._settle()
-        cols = list(zip(*pieces, strict=True)) if pieces else [[], [], [], []]
-        return pa.table({"partition": pa.array(cols[0], pa.int64()), "file": pa.array(cols[1], pa.string()),
-                         "row_group": pa.array(cols[2], pa.int64()), "rows": pa.array(cols[3], pa.int64())})
+                held, size, n = [], 0, n + 1
+        if held:
+            pieces += self._write_partitioned(held, f"group-{g:06d}-{n:04d}.parquet")
+        counts, errors, _ = tally.get()
+        masked, count = messages.ordered()
+        return {"pieces": [dict(zip(("partition", "file", "row_group", "rows"), p, strict=True)) for p in pieces],
+                "counts": json.dumps(counts), "errors": json.dumps(errors), "node": _where("parse")[1],
+                "messages": masked, "first": [messages.first[m] for m in masked], "count": count}
 
     def _write_partitioned(self, held: list[pa.Table], name: str) -> list[tuple[int, str, int, int]]:
         """Assign windows to the held lines and write them, sorted by a stable hash of
@@ -572,7 +550,7 @@ def run_ingest(
     log(f"ingest {config.name}: {len(files)} file(s), {sum(f.size for f in files):,} bytes, "
         f"{len(shards)} shard(s) on {cpus} CPU(s)")
 
-    counter = _BookkeeperActor.remote()
+    tally = _Tally()
     # Stage 1: parse every line once (one parser per CPU), assign windows and write the
     # lines split by window into shuffle partitions on disk, next to the output.
     parts = num_partitions or max(cpus, math.ceil(_raw_bytes(shards) / _PARTITION_BYTES))
@@ -591,24 +569,33 @@ def run_ingest(
     # parser once (see _read_parse). The lines never pass through the object store, and no
     # read task competes with the parsers for the cores.
     items = ray.data.from_items([{"group": g} for g in range(len(groups))], override_num_blocks=len(groups))
-    pieces = items.map_batches(
+    parsed = items.map_batches(
         _read_parse,
         fn_kwargs={"run": uuid.uuid4().hex, "config": config, "store": None if store is None else store.to_dict(),
                    "file_uris": [f.uri for f in files], "file_names": [_display_name(f, files) for f in files],
-                   "counter": counter, "shuffle": shuffle, "parts": parts, "groups": groups,
+                   "shuffle": shuffle, "parts": parts, "groups": groups,
                    "encoding": config.encoding, "batch_lines": batch_lines, "file_bytes": shuffle_file_bytes,
                    "segment_bytes": segment_bytes},
         batch_format="pyarrow", batch_size=1, num_cpus=1,
         compute=ray.data.TaskPoolStrategy(size=min(cpus, len(groups))),
-    ).take_all()  # one small row per row group written: (partition, file, row group, rows)
+    ).take_all()  # one row per shard group (see _PARSED_SCHEMA)
+    messages = _Collector()
+    pieces = []
+    for r in parsed:
+        tally.add(json.loads(r["counts"]), json.loads(r["errors"]), [("read", r["node"]), ("parse", r["node"])])
+        messages.collect(r["messages"], r["first"], r["count"])
+        pieces += r["pieces"]
+    del parsed
     summary.seconds["parse"] = round(time.perf_counter() - t, 3)
     log(f"stage 1 wrote {len({p['file'] for p in pieces})} shuffle file(s) of {parts} partition(s) "
         f"in {summary.seconds['parse']:.1f}s")
     if store is None:
+        # Drain3 here, in the driver: it sees each distinct masked message once
         t = time.perf_counter()
-        store = TemplateStore.from_dict(ray.get(counter.mine.remote(config.parsing.model_dump())))
+        store = messages.mine(config.parsing)
         summary.seconds["mine"] = round(time.perf_counter() - t, 3)
-        log(f"mined {len(store)} templates in {summary.seconds['mine']:.1f}s on the bookkeeping actor")
+        log(f"mined {len(store)} templates from {len(messages.first):,} distinct messages "
+            f"in {summary.seconds['mine']:.1f}s")
     else:
         log(f"matched against the frozen store {templates} ({len(store)} templates)")
     summary.templates = len(store)
@@ -629,14 +616,14 @@ def run_ingest(
                                             store_box, label_box) for i, k in enumerate(sorted(by_part))])
     if not by_part:  # no windows: still a readable (empty) table
         pq.write_table(WINDOWS_SCHEMA.empty_table(), _join(wpath, "part-00000.parquet"), filesystem=wfs)
-    ray.get([counter.add.remote(("task", i), d["counts"], None, d["where"]) for i, d in enumerate(done)])
+    for d in done:
+        tally.add(d["counts"], None, [d["where"]])
     _clear_dir(shuffle)
     summary.seconds["match_group_write"] = round(time.perf_counter() - t, 3)
     log(f"matched and grouped {len(by_part)} partition(s) in {summary.seconds['match_group_write']:.1f}s")
 
-    counts, errors, nodes = ray.get(counter.get.remote())
+    counts, errors, nodes = tally.get()
     summary.nodes = nodes
-    ray.kill(counter)
     for k, v in counts.items():
         if hasattr(summary, k):
             setattr(summary, k, int(v))
