@@ -188,8 +188,8 @@ def share_streams(shards: list[Shard], readers: int, *, segment_bytes: int = SEG
     than ``readers`` (one big compressed file, say), so that every reader parses.
 
     Each of a stream's readers decompresses all of it and parses only its own
-    segments; decompression costs a few percent of parsing for zstd (gzip about
-    a tenth), so the wall time still falls with every reader added. A stream is
+    segments; decompression costs a few percent of parsing (HDFS logs: zstd 3 %,
+    gzip 6 %), so the wall time still falls with every reader added. A stream is
     never shared by more readers than it has segments (compressed files are
     guessed at 4× their size).
     """
@@ -200,7 +200,10 @@ def share_streams(shards: list[Shard], readers: int, *, segment_bytes: int = SEG
     for s in shards:
         raw = s.file.size * (4 if s.file.compression != "none" else 1)
         k = min(per, max(1, raw // segment_bytes)) if s.whole else 1
-        out.extend(Shard(s.file, part=i, parts=k) for i in range(k)) if k > 1 else out.append(s)
+        if k > 1:
+            out.extend(Shard(s.file, part=i, parts=k) for i in range(k))
+        else:
+            out.append(s)
     return out
 
 
