@@ -152,7 +152,7 @@ def _where(stage: str) -> tuple[str, str]:
 
 
 def _pack(shards: list[Shard], parallelism: int) -> list[list[Shard]]:
-    """Group small shards (many small files) so one read task reads several.
+    """Group small shards (many small files) so one parse task reads several.
 
     Aims at ``parallelism`` tasks at least, and never packs more than about
     16 MiB into one task, so a folder of thousands of small logs costs tens
