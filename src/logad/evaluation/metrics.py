@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score
 
 from logad.errors import DataError
 
@@ -38,6 +37,9 @@ def binary_metrics(
     AUROC/AUPR are NaN when only one class is present; precision is 0 when
     nothing is flagged.
     """
+    # scikit-learn takes a second to import: only when scoring, not for every command
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
     y, s = _arrays(labels, scores)
     pred = s > threshold
     tp = int((pred & (y == 1)).sum())

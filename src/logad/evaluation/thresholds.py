@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import precision_recall_curve
 
 from logad.errors import ConfigError, DataError, UnknownNameError
 
@@ -86,6 +85,8 @@ def best_f1_threshold(labels: np.ndarray, scores: np.ndarray) -> tuple[float, fl
     s = np.asarray(scores, dtype=np.float64)
     if not (0 < y.sum() < len(y)):
         raise DataError("a best-F1 threshold needs both normal and anomalous windows")
+    from sklearn.metrics import precision_recall_curve  # (a second to import: only when used)
+
     precision, recall, cuts = precision_recall_curve(y, s)
     f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
     best = int(np.argmax(f1[:-1]))

@@ -188,8 +188,8 @@ def _read_counted(shards: list[Shard], encoding: str, batch_lines: int, tally: _
 
 
 def _raw_bytes(shards: list[Shard]) -> int:
-    """Raw log bytes of ``shards`` (compressed files counted at about 5× their size)."""
-    return sum(s.size if s.file.compression == "none" else s.size * 5 for s in shards)
+    """Raw log bytes of ``shards`` (a guess for compressed ones: see Shard.raw_size)."""
+    return sum(s.raw_size for s in shards)
 
 
 class _Collector:
@@ -236,7 +236,7 @@ _SHUFFLE_FILE_BYTES = 128 << 20
 # counts and read errors, and (when mining) its distinct masked messages.
 _PARSED_SCHEMA = pa.schema([
     pa.field("pieces", pa.list_(pa.struct([("partition", pa.int64()), ("file", pa.string()),
-                                           ("row_group", pa.int64()), ("rows", pa.int64())]))),
+                                           ("row_group", pa.int64())]))),
     pa.field("counts", pa.string()),
     pa.field("errors", pa.string()),
     pa.field("node", pa.string()),
@@ -319,7 +319,7 @@ class _Parser:
     def _parse_group(self, g: int) -> dict:
         """Read and parse shard group ``g``; what it returns is one row of _PARSED_SCHEMA."""
         tally, messages = _Tally(), _Collector()
-        pieces: list[tuple[int, str, int, int]] = []  # (partition, file, row group, rows)
+        pieces: list[tuple[int, str, int]] = []  # (partition, file, row group)
         # A parser holds up to ``file_bytes`` of parsed lines, then writes them as one
         # shuffle file (see _write_partitioned): a group makes a few large files, and no
         # task ever holds more than one, however large the group.
@@ -337,11 +337,11 @@ class _Parser:
             pieces += self._write_partitioned(held, f"group-{g:06d}-{n:04d}.parquet")
         counts, errors, _ = tally.get()
         masked, count = messages.ordered()
-        return {"pieces": [dict(zip(("partition", "file", "row_group", "rows"), p, strict=True)) for p in pieces],
+        return {"pieces": [dict(zip(("partition", "file", "row_group"), p, strict=True)) for p in pieces],
                 "counts": json.dumps(counts), "errors": json.dumps(errors), "node": _where("parse")[1],
                 "messages": masked, "first": [messages.first[m] for m in masked], "count": count}
 
-    def _write_partitioned(self, held: list[pa.Table], name: str) -> list[tuple[int, str, int, int]]:
+    def _write_partitioned(self, held: list[pa.Table], name: str) -> list[tuple[int, str, int]]:
         """Assign windows to the held lines and write them, sorted by a stable hash of
         the window id, as one Parquet file with one row group per partition; named
         after the shard group, so a re-run task overwrites its own files."""
@@ -356,9 +356,9 @@ class _Parser:
         return _write_partitions(out, self.parts, _join(self.shuffle, name))
 
 
-def _write_partitions(rows: pa.Table, parts: int, target: str) -> list[tuple[int, str, int, int]]:
+def _write_partitions(rows: pa.Table, parts: int, target: str) -> list[tuple[int, str, int]]:
     """``rows`` (with ``window_id``) sorted by shuffle partition into one file at ``target``,
-    one row group per partition: (partition, file, row group, rows) of each.
+    one row group per partition: (partition, file, row group) of each.
 
     One file per call, not one per (call, partition): the file count grows with the
     input, not with its square.
@@ -370,13 +370,13 @@ def _write_partitions(rows: pa.Table, parts: int, target: str) -> list[tuple[int
     rows, part = rows.take(pa.array(order)), part[order]
     bounds = np.searchsorted(part, np.arange(parts + 1))
     fs, path = resolve_fs(target)
-    pieces: list[tuple[int, str, int, int]] = []
+    pieces: list[tuple[int, str, int]] = []
     with pq.ParquetWriter(path, rows.schema, filesystem=fs, **_SHUFFLE_PARQUET) as writer:
         for k in range(parts):
             lo, hi = int(bounds[k]), int(bounds[k + 1])
             if hi > lo:
                 writer.write_table(rows.slice(lo, hi - lo), row_group_size=hi - lo)
-                pieces.append((k, target, len(pieces), hi - lo))
+                pieces.append((k, target, len(pieces)))
     del rows
     pa.default_memory_pool().release_unused()  # worker processes are reused: hand the pages back
     return pieces
@@ -422,22 +422,21 @@ def _partition_of(window_ids: pa.Array, parts: int) -> np.ndarray:
 
 
 @ray.remote(num_cpus=1)
-def _group_partition(pieces: list[tuple[str, int]], out_file: str, source: str, store_box: list,
+def _group_partition(pieces: list[tuple[str, int]], out_file: str, source: str, store_box: list | None,
                      label_box: list | None) -> dict:
     """Stage 2, one task per shuffle partition: its row group of every shuffle file,
     which together hold every line of its windows, matched to templates (unless the
-    parsers did), grouped and written. Returns its counts rather than sending them,
-    so a retried task is counted once."""
+    parsers did: then ``store_box`` is None), grouped and written. Returns its counts
+    rather than sending them, so a retried task is counted once."""
     fs, out_path = resolve_fs(out_file)
-    paths = [(resolve_fs(uri)[1], group) for uri, group in pieces]
-    # the masked messages (there when the parsers did not match) come back dictionary-encoded
-    as_dict = ["masked"] if "masked" in pq.read_schema(paths[0][0], filesystem=fs).names else None
-    tables = [pq.ParquetFile(path, filesystem=fs, read_dictionary=as_dict).read_row_group(group)
-              for path, group in paths]
+    # the masked messages, there when the parsers did not match, come back dictionary-encoded
+    as_dict = ["masked"] if store_box is not None else None
+    tables = [pq.ParquetFile(resolve_fs(uri)[1], filesystem=fs, read_dictionary=as_dict).read_row_group(group)
+              for uri, group in pieces]
     rows = pa.concat_tables(tables)
     del tables
     counts: dict[str, int] = {}
-    if "masked" in rows.column_names:
+    if store_box is not None:
         store = _cached(_STORE_CACHE, store_box, TemplateStore.from_dict)
         ids = store.match(rows["masked"])  # dictionary-encoded: each distinct message matched once
         rows = rows.drop_columns(["masked"]).append_column("event_id", pa.array(ids, pa.int64()))
@@ -589,6 +588,7 @@ def run_ingest(
     summary.seconds["parse"] = round(time.perf_counter() - t, 3)
     log(f"stage 1 wrote {len({p['file'] for p in pieces})} shuffle file(s) of {parts} partition(s) "
         f"in {summary.seconds['parse']:.1f}s")
+    store_box = None  # the parsers matched against the frozen store
     if store is None:
         # Drain3 here, in the driver: it sees each distinct masked message once
         t = time.perf_counter()
@@ -596,6 +596,7 @@ def run_ingest(
         summary.seconds["mine"] = round(time.perf_counter() - t, 3)
         log(f"mined {len(store)} templates from {len(messages.first):,} distinct messages "
             f"in {summary.seconds['mine']:.1f}s")
+        store_box = [ray.put(store.to_dict())]
     else:
         log(f"matched against the frozen store {templates} ({len(store)} templates)")
     summary.templates = len(store)
@@ -604,7 +605,6 @@ def run_ingest(
     # them and writes its windows: a task holds one partition, never the whole input.
     t = time.perf_counter()
     label_box = [ray.put(label_map)] if label_map is not None else None
-    store_box = [ray.put(store.to_dict())]
     windows_dir = _join(output, "windows")
     _clear_dir(windows_dir)
     wfs, wpath = resolve_fs(windows_dir)

@@ -94,6 +94,12 @@ class Shard:
         """This shard's share of the file's (stored) bytes."""
         return ((self.end or self.file.size) - self.start) // self.parts
 
+    @property
+    def raw_size(self) -> int:
+        """This shard's share of the file's log bytes; compressed files are guessed at
+        5× their size (the raw size is only known once decompressed)."""
+        return self.size if self.file.compression == "none" else self.size * 5
+
 
 @dataclass
 class ReadStats:
@@ -190,16 +196,14 @@ def share_streams(shards: list[Shard], readers: int, *, segment_bytes: int = SEG
     Each of a stream's readers decompresses all of it and parses only its own
     segments; decompression costs a few percent of parsing (HDFS logs: zstd 3 %,
     gzip 6 %), so the wall time still falls with every reader added. A stream is
-    never shared by more readers than it has segments (compressed files are
-    guessed at 4× their size).
+    never shared by more readers than it has segments (see :attr:`Shard.raw_size`).
     """
     if len(shards) >= readers:
         return shards
     per = -(-readers // len(shards))
     out: list[Shard] = []
     for s in shards:
-        raw = s.file.size * (4 if s.file.compression != "none" else 1)
-        k = min(per, max(1, raw // segment_bytes)) if s.whole else 1
+        k = min(per, max(1, s.raw_size // segment_bytes)) if s.whole else 1
         if k > 1:
             out.extend(Shard(s.file, part=i, parts=k) for i in range(k))
         else:
