@@ -21,7 +21,7 @@ from logad.errors import ConfigError
 from logad.methods import load_detector
 from logad.registry import ModelRegistry
 from logad.tuning import load_tune_spec, run_sweep
-from logad.windows import WINDOWS_SCHEMA, read_windows
+from logad.windows import read_windows, validate_windows
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "hdfs_eventid"
@@ -44,7 +44,7 @@ def _windows_dir(path: Path, poison_test_labels: bool = False) -> Path:
         "lines": [[f"E{e}" for e in s] for s in seqs], "label": pd.array(labels, dtype="Int8"),
     })
     (path / "windows").mkdir(parents=True)
-    table = pa.Table.from_pandas(frame, preserve_index=False).select(WINDOWS_SCHEMA.names).cast(WINDOWS_SCHEMA)
+    table = validate_windows(pa.Table.from_pandas(frame, preserve_index=False))
     pq.write_table(table, path / "windows" / "part-0.parquet")
     (path / "templates.json").write_text(json.dumps({"templates": []}))
     return path

@@ -12,7 +12,7 @@ import yaml
 
 from logad.methods import load_detector
 from logad.tuning import load_tune_spec, run_sweep
-from logad.windows import WINDOWS_SCHEMA, read_windows
+from logad.windows import read_windows, validate_windows
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "hdfs_eventid"
 
@@ -25,7 +25,7 @@ def _windows_dir(path: Path) -> Path:
                           "lines": [[f"E{e}" for e in s] for s in seqs],
                           "label": pd.array([0] * len(seqs), dtype="Int8")})
     (path / "windows").mkdir(parents=True)
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False).select(WINDOWS_SCHEMA.names).cast(WINDOWS_SCHEMA),
+    pq.write_table(validate_windows(pa.Table.from_pandas(frame, preserve_index=False)),
                    path / "windows" / "part-0.parquet")
     return path
 

@@ -90,7 +90,7 @@ def test_compare_command_writes_one_table(tmp_path, normal, capsys):
     import pyarrow.parquet as pq
 
     from logad.cli import main
-    from logad.windows import WINDOWS_SCHEMA
+    from logad.windows import validate_windows
 
     abnormal = [[int(x) for x in line.split()] for line in (FIXTURE / "hdfs_test_abnormal").read_text().splitlines()]
     seqs = normal[:450] + abnormal[:50]
@@ -100,7 +100,7 @@ def test_compare_command_writes_one_table(tmp_path, normal, capsys):
     frame["end"] = frame["start"]
     frame["label"] = pd.array([0] * 450 + [1] * 50, dtype="Int8")
     (tmp_path / "w" / "windows").mkdir(parents=True)
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False).select(WINDOWS_SCHEMA.names).cast(WINDOWS_SCHEMA),
+    pq.write_table(validate_windows(pa.Table.from_pandas(frame, preserve_index=False)),
                    tmp_path / "w" / "windows" / "part-0.parquet")
     rc = main(["compare", "--windows", str(tmp_path / "w"), "--methods", "unseen", "pca", "deeplog",
                "--protocol", "fastlogad", "--split-param", "num_train=300", "--seeds", "0", "1",

@@ -25,7 +25,7 @@ from logad.evaluation import (
 )
 from logad.methods import load_detector
 from logad.registry import ModelRegistry, RegistryError
-from logad.windows import WINDOWS_SCHEMA
+from logad.windows import validate_windows
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "hdfs_eventid"
 
@@ -225,7 +225,7 @@ def _cli(argv: list[str]) -> int:
 
 def _write_windows_dir(path: Path, frame: pd.DataFrame) -> Path:
     (path / "windows").mkdir(parents=True)
-    table = pa.Table.from_pandas(frame, preserve_index=False).select(WINDOWS_SCHEMA.names).cast(WINDOWS_SCHEMA)
+    table = validate_windows(pa.Table.from_pandas(frame, preserve_index=False))
     pq.write_table(table, path / "windows" / "part-0.parquet")
     (path / "templates.json").write_text(json.dumps({"templates": []}))
     return path

@@ -7,7 +7,23 @@ import json
 import time
 from pathlib import Path
 
-__all__ = ["register", "run"]
+__all__ = ["label_note", "register", "run"]
+
+
+def label_note(windows_dir: str) -> str | None:
+    """What a report must say about the labels of an ingest output, when they are not
+    ground truth (keyword labels are a heuristic); None otherwise."""
+    src = Path(windows_dir) / "source.json"
+    if not src.is_file():
+        return None
+    try:
+        labels = json.loads(src.read_text()).get("labels") or {}
+    except (OSError, json.JSONDecodeError):
+        return None
+    if labels.get("kind") == "keywords":
+        return ("labels are heuristic: a line is anomalous when its lower-cased message contains a term of "
+                "its file type's keyword list (the CoLog rule), not ground truth")
+    return None
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -67,7 +83,10 @@ def run(args: argparse.Namespace) -> int:
         print("no --protocol: every window is test data")
 
     t0 = time.perf_counter()
-    scores = detector.score(test)
+    if detector.line_level:
+        scores, line_scores = detector.score_with_lines(test)
+    else:
+        scores, line_scores = detector.score(test), None
     score_s = time.perf_counter() - t0
     num_lines = int(sum(len(x) for x in test["event_ids"]))
     timings = {"score_s": score_s,
@@ -80,12 +99,30 @@ def run(args: argparse.Namespace) -> int:
         print(format_metrics_table(result))
     else:
         print("no labelled windows: metrics skipped")
+    lines = None
+    if line_scores is not None:
+        from logad.evaluation.lines import evaluate_lines, line_frame
+
+        lines = line_frame(test, line_scores, detector.line_threshold)
+        line_result = evaluate_lines(lines, detector.line_threshold)
+        print(f"lines: {line_result['num_lines']} distinct input lines, {line_result['num_flagged']} flagged "
+              f"(line threshold {detector.line_threshold:.6g}), {line_result['num_labelled']} labelled "
+              f"({line_result['num_anomalous']} anomalous)")
+        if line_result["metrics"]:
+            print(format_metrics_table(line_result))
+        else:
+            print("no labelled lines: line metrics skipped")
+    note = label_note(args.windows)
+    if note:
+        print(f"note: {note}")
     if args.report:
         write_report(
             args.report, scores=scores, labels=test["label"], window_ids=test["window_id"],
             threshold=detector.threshold, method=detector.name,
             threshold_note="label-free (chosen on normal validation windows, stored with the model)",
             counts=counts, timings=timings, extra={"model_dir": str(model_dir)},
+            lines=lines, line_threshold=detector.line_threshold if lines is not None else None, label_note=note,
         )
-        print(f"report written to {args.report} (report.md, report.json, scores.parquet, plots)")
+        print(f"report written to {args.report} (report.md, report.json, scores.parquet"
+              + (", line_scores.parquet" if lines is not None else "") + ", plots)")
     return 0

@@ -3,6 +3,10 @@
 The headline metrics use the model's stored, label-free threshold. The oracle
 block (threshold tuned on the test labels) is written beside it as an upper
 bound and says so in its name and note.
+
+For a line-level method the report also holds ``line_scores.parquet`` (one row
+per input line: see :func:`logad.evaluation.lines.line_frame`), line metrics
+beside the window metrics, and the same plots for lines.
 """
 
 from __future__ import annotations
@@ -60,12 +64,18 @@ def write_report(
     timings: Mapping[str, float] | None = None,
     extra: Mapping[str, Any] | None = None,
     plots: bool = True,
+    lines: pd.DataFrame | None = None,
+    line_threshold: float | None = None,
+    label_note: str | None = None,
 ) -> dict[str, Any]:
     """Write report.md, report.json, scores.parquet and (optionally) PNG plots.
 
     ``report.json`` has ``precision``, ``recall``, ``f1``, ``auroc``, ``aupr`` at the
     given (label-free) threshold at top level, ``threshold``, an ``oracle_upper_bound``
-    block, ``counts`` and ``timings``.
+    block, ``counts`` and ``timings``. With ``lines`` (a line frame of a line-level
+    method, scored at ``line_threshold``) it also writes ``line_scores.parquet`` and
+    a ``lines`` block of the same figures over lines. ``label_note`` says where the
+    labels come from when they are not ground truth (heuristic keyword labels).
 
     Returns:
         The report dict written to report.json.
@@ -99,6 +109,22 @@ def write_report(
     files = ["report.md", "report.json", "scores.parquet"]
     if plots:
         files += _plots(out, s, np.asarray(pd.array(labels, dtype="Int8").fillna(-1)), threshold)
+    if label_note:
+        report["labels_note"] = label_note
+    if lines is not None:
+        from logad.evaluation.lines import evaluate_lines
+
+        lt = float(threshold if line_threshold is None else line_threshold)
+        lr = evaluate_lines(lines, lt)
+        lm, lo = lr.pop("metrics"), lr.pop("oracle_upper_bound")
+        report["lines"] = {"threshold": lt, **{k: (lm[k] if lm else None) for k in METRIC_NAMES},
+                           "confusion": {k: lm[k] for k in ("tp", "fp", "fn", "tn")} if lm else None,
+                           "oracle_upper_bound": lo, "counts": lr}
+        lines.to_parquet(out / "line_scores.parquet", index=False)
+        files.append("line_scores.parquet")
+        if plots:
+            files += _plots(out, lines["score"].to_numpy(np.float64),
+                            np.asarray(lines["label"].astype("Int8").fillna(-1)), lt, unit="lines", prefix="line_")
     report["files"] = files
     (out / "report.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
     (out / "report.md").write_text(_markdown(report))
@@ -124,6 +150,18 @@ def _markdown(r: dict[str, Any]) -> str:
     if o:
         lines.append("| oracle — UPPER BOUND, tuned on test labels | "
                      + " | ".join(_fmt(o[k]) for k in METRIC_NAMES) + " |")
+    if r.get("labels_note"):
+        lines += [f"Labels: {r['labels_note']}", ""]
+    lr = r.get("lines")
+    if lr:
+        lines += ["", "## Lines", "", f"One row per input line in line_scores.parquet; line threshold "
+                  f"{lr['threshold']:.6g} (stored with the model).", ""]
+        lines += ["| threshold | precision | recall | F1 | AUROC | AUPR |", "|---|---|---|---|---|---|"]
+        lines.append("| label-free (headline) | " + " | ".join(_fmt(lr[k]) for k in METRIC_NAMES) + " |")
+        if lr["oracle_upper_bound"]:
+            lines.append("| oracle — UPPER BOUND, tuned on test labels | "
+                         + " | ".join(_fmt(lr["oracle_upper_bound"][k]) for k in METRIC_NAMES) + " |")
+        lines += [""] + [f"- {k}: {v}" for k, v in lr["counts"].items()]
     lines += ["", "## Counts", ""] + [f"- {k}: {v}" for k, v in r["counts"].items()]
     if r["timings"]:
         lines += ["", "## Timings", ""] + [f"- {k}: {v:.3f}" for k, v in r["timings"].items()]
@@ -131,7 +169,8 @@ def _markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _plots(out: Path, scores: np.ndarray, labels: np.ndarray, threshold: float) -> list[str]:
+def _plots(out: Path, scores: np.ndarray, labels: np.ndarray, threshold: float, *, unit: str = "windows",
+           prefix: str = "") -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")  # headless; no display needed
@@ -148,12 +187,12 @@ def _plots(out: Path, scores: np.ndarray, labels: np.ndarray, threshold: float) 
             ax.hist(part, bins=bins, alpha=0.6, label=f"{name} ({len(part)})", color=color, log=True)
     ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.4g}")
     ax.set_xlabel("anomaly score (higher = more anomalous)")
-    ax.set_ylabel("windows (log)")
+    ax.set_ylabel(f"{unit} (log)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "score_distribution.png", dpi=100)
+    fig.savefig(out / f"{prefix}score_distribution.png", dpi=100)
     plt.close(fig)
-    written.append("score_distribution.png")
+    written.append(f"{prefix}score_distribution.png")
     known = labels >= 0
     if known.any() and 0 < labels[known].sum() < known.sum():
         precision, recall, _ = precision_recall_curve(labels[known], np.nan_to_num(scores[known]))
@@ -170,9 +209,9 @@ def _plots(out: Path, scores: np.ndarray, labels: np.ndarray, threshold: float) 
         ax.set_ylim(0, 1.01)
         ax.legend()
         fig.tight_layout()
-        fig.savefig(out / "precision_recall.png", dpi=100)
+        fig.savefig(out / f"{prefix}precision_recall.png", dpi=100)
         plt.close(fig)
-        written.append("precision_recall.png")
+        written.append(f"{prefix}precision_recall.png")
     return written
 
 

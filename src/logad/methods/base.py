@@ -6,6 +6,13 @@ or :meth:`Detector.load`, and :meth:`Detector.score` returns raw scores, one per
 window, where higher means more anomalous. The decision threshold is chosen
 without test labels, stored with the model, and never folded into ``score``.
 
+A method that judges single lines (point anomalies) sets ``line_level = True``
+and implements :meth:`Detector.score_lines`: one score per line, each line seen
+with its context in its window, the lines of a batch concatenated in window
+order. Its window scores follow from its lines (their max, or the method's own
+collective rule), and its lines have a threshold of their own,
+:attr:`Detector.line_threshold`, chosen without test labels like the window one.
+
 Scoring takes a batch and returns a batch (a pandas DataFrame or a pyarrow
 Table of windows in, a float64 numpy array out), so Ray Data ``map_batches``,
 a Ray Tune trial and a Ray Serve ``@serve.batch`` handler call the same
@@ -45,6 +52,7 @@ __all__ = [
     "WindowExplanation",
     "as_windows_frame",
     "available_methods",
+    "line_counts",
     "get_method",
     "load_detector",
     "read_artifact_header",
@@ -145,6 +153,11 @@ def as_windows_frame(windows: pd.DataFrame | pa.Table | pa.RecordBatch) -> pd.Da
     return windows
 
 
+def line_counts(windows: pd.DataFrame) -> np.ndarray:
+    """Lines per window (the length of each ``event_ids``), int64."""
+    return np.fromiter((len(x) for x in windows["event_ids"]), np.int64, len(windows))
+
+
 class Detector(ABC):
     """Base class of every anomaly detector.
 
@@ -156,11 +169,14 @@ class Detector(ABC):
 
     name: ClassVar[str]
     supervised: ClassVar[bool] = False
+    line_level: ClassVar[bool] = False
+    """True: the method scores lines (:meth:`score_lines`), not only windows."""
     config_class: ClassVar[type[BaseModel]]
 
     def __init__(self, config: BaseModel | Mapping[str, Any] | None = None, **overrides: Any) -> None:
         self.config = self.make_config(config, **overrides)
         self._threshold: float | None = None
+        self._line_threshold: float | None = None
 
     @classmethod
     def make_config(cls, config: BaseModel | Mapping[str, Any] | None = None, **overrides: Any) -> Any:
@@ -233,6 +249,33 @@ class Detector(ABC):
     def predict(self, windows: pd.DataFrame | pa.Table) -> np.ndarray:
         """Verdicts at the stored threshold: 1 anomalous, 0 normal."""
         return (self.score(windows) > self.threshold).astype(np.int8)
+
+    @property
+    def line_threshold(self) -> float:
+        """The line threshold of a line-level method: ``line score > line_threshold`` flags
+        the line. Chosen without test labels and stored with the model; methods whose
+        window score is the max of their line scores share the window threshold."""
+        self._check_fitted()
+        if not self.line_level:
+            raise NotImplementedError(f"method {self.name!r} scores windows, not lines")
+        return self.threshold if self._line_threshold is None else self._line_threshold
+
+    def score_lines(self, windows: pd.DataFrame | pa.Table) -> np.ndarray:
+        """Raw per-line scores (float64; higher = more anomalous), one per line: the lines
+        of every window of the batch, concatenated in window order (so
+        ``np.split(scores, np.cumsum(line_counts(windows))[:-1])`` gives each window's).
+        A line is seen with its context in its window, so a line in two windows may
+        score twice, differently. Only for ``line_level`` methods."""
+        raise NotImplementedError(f"method {self.name!r} scores windows, not lines")
+
+    def score_with_lines(self, windows: pd.DataFrame | pa.Table) -> tuple[np.ndarray, np.ndarray]:
+        """Window scores and line scores of one batch. The default calls :meth:`score` and
+        :meth:`score_lines`; a method that gets both from one pass overrides it."""
+        return self.score(windows), self.score_lines(windows)
+
+    def predict_lines(self, windows: pd.DataFrame | pa.Table) -> np.ndarray:
+        """Line verdicts at the stored line threshold (1 anomalous, 0 normal), as :meth:`score_lines`."""
+        return (self.score_lines(windows) > self.line_threshold).astype(np.int8)
 
     # -- the contract -----------------------------------------------------------------------
 

@@ -9,6 +9,11 @@ template id never occurs in the training windows; id 0 (no template matched at
 ingest) counts as unseen. Threshold (label-free): the ``threshold_quantile``
 quantile of the normal validation scores, 1.0 (the maximum) by default, so with
 clean validation data any unseen line flags a window.
+
+It scores lines too, so every line-level table has a floor beside it: a line
+scores 1 when its template is unseen, 0 otherwise, and the line threshold is
+0.5 (the rule itself: no labels involved). The window score stays the count
+(or share) of such lines.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ from logad.methods.base import (
 
 __all__ = ["Unseen", "UnseenConfig"]
 
+_LINE_THRESHOLD = 0.5  # a line scores 1 (unseen template) or 0: the rule, not a tuned value
+
 
 class UnseenConfig(BaseModel):
     """Settings of :class:`Unseen`."""
@@ -56,6 +63,7 @@ class Unseen(Detector):
 
     name = "unseen"
     supervised = False
+    line_level = True
     config_class = UnseenConfig
 
     def __init__(self, config: UnseenConfig | dict[str, Any] | None = None, **overrides: Any) -> None:
@@ -70,6 +78,7 @@ class Unseen(Detector):
         self._threshold = 0.0  # lets score() run; replaced below
         val_scores = self.score(val) if len(val) else np.zeros(1)
         self._threshold = float(np.quantile(val_scores, self.config.threshold_quantile))
+        self._line_threshold = _LINE_THRESHOLD
         report = FitReport(
             method=self.name, history=[{"epoch": 0, "val_mean_score": float(val_scores.mean())}], best_epoch=0,
             train_time_s=time.perf_counter() - t0, num_train_windows=len(train), num_val_windows=len(val),
@@ -94,6 +103,12 @@ class Unseen(Detector):
             return counts / sizes
         return counts
 
+    def score_lines(self, windows: pd.DataFrame | pa.Table) -> np.ndarray:
+        """1.0 for each line whose template never occurred in training, else 0.0."""
+        self._check_fitted()
+        masks = self._unseen_masks(as_windows_frame(windows))
+        return np.concatenate(masks).astype(np.float64) if masks else np.zeros(0)
+
     def explain(self, windows: pd.DataFrame | pa.Table) -> list[WindowExplanation]:
         self._check_fitted()
         frame = as_windows_frame(windows)
@@ -112,7 +127,7 @@ class Unseen(Detector):
         assert self.vocab is not None
         out = write_artifact_header(path, self.name, self.config)
         (out / "vocab.json").write_text(json.dumps(self.vocab.to_json()) + "\n")
-        state = {"threshold": self._threshold,
+        state = {"threshold": self._threshold, "line_threshold": self.line_threshold,
                  "threshold_strategy": f"label-free: {self.config.threshold_quantile} quantile of normal validation scores",
                  "fit_report": self.fit_report.to_dict() if self.fit_report else None}
         (out / "state.json").write_text(json.dumps(state, indent=2) + "\n")
@@ -129,6 +144,7 @@ class Unseen(Detector):
         if not isinstance(state.get("threshold"), int | float):
             raise DataError(f"{root / 'state.json'} has no numeric 'threshold'")
         det._threshold = float(state["threshold"])
+        det._line_threshold = float(state.get("line_threshold", _LINE_THRESHOLD))
         if state.get("fit_report"):
             det.fit_report = FitReport.from_dict(state["fit_report"])
         return det

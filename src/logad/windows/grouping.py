@@ -14,6 +14,8 @@ reads like the log it came from.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -114,15 +116,27 @@ def _mark_first(rows: pa.Table, name: str | None, first: np.ndarray | None) -> p
     return rows.append_column(name, pa.array(np.ones(rows.num_rows, bool) if first is None else first))
 
 
-def build_windows(rows: pa.Table, source: str, label_map: dict[str, int] | None = None) -> pa.Table:
+def build_windows(
+    rows: pa.Table,
+    source: str,
+    label_map: dict[str, int] | None = None,
+    *,
+    files: Sequence[str] | None = None,
+    inputs: Sequence[str | None] | None = None,
+) -> pa.Table:
     """Group rows (with ``window_id``) into one windows-table row per window.
 
     Args:
-        rows: columns window_id, ts, file_idx, offset, event_id, raw, line_label.
+        rows: columns window_id, ts, file_idx, offset, event_id, raw, line_label, and
+            optionally line_no (0-based line number in its file, -1 where unknown).
         source: the source name written in every row.
         label_map: window id → label from a label file; when given it decides
             the label (windows missing from it get null). Otherwise a window is
             anomalous when any of its lines is.
+        files: each input file's name as users find it, by file index (``line_files``);
+            None leaves ``line_files`` null.
+        inputs: the ingest INPUT argument each file came from, by file index
+            (``input``: the window's first line's); None leaves it null.
     """
     if rows.num_rows == 0:
         return WINDOWS_SCHEMA.empty_table()
@@ -137,6 +151,7 @@ def build_windows(rows: pa.Table, source: str, label_map: dict[str, int] | None 
     starts = np.concatenate(([0], change)).astype(np.int64)
     offsets = pa.array(np.concatenate((starts, [n])).astype(np.int32))
     ids = wid.take(pa.array(starts))
+    nw = len(starts)
 
     ts = rows["ts"].combine_chunks()
     tv = ts.cast(pa.int64()).to_numpy(zero_copy_only=False)
@@ -151,23 +166,45 @@ def build_windows(rows: pa.Table, source: str, label_map: dict[str, int] | None 
     start = pc.if_else(pa.array(has_t), start, null_ts)
     end = pc.if_else(pa.array(has_t), end, null_ts)
 
+    lab = rows["line_label"].combine_chunks().cast(pa.int8())
+    lv = pc.fill_null(lab, -1).to_numpy(zero_copy_only=False).astype(np.int8)
+    wl = np.maximum.reduceat(lv, starts)
     if label_map is not None:
         labels = pa.array([label_map.get(k) for k in ids.to_pylist()], pa.int8())
     else:
-        lab = rows["line_label"].combine_chunks()
-        lv = pc.fill_null(lab, -1).to_numpy(zero_copy_only=False).astype(np.int8)
-        wl = np.maximum.reduceat(lv, starts)
         labels = pa.array(np.where(wl < 0, 0, wl).astype(np.int8), mask=wl < 0)
+    # a window's line labels are null as a whole where none of its lines has one
+    line_labels = pa.ListArray.from_arrays(offsets, lab, mask=pa.array(wl < 0))
+
+    fidx = rows["file_idx"].combine_chunks().cast(pa.int32())
+    if files is not None:
+        line_files = pa.ListArray.from_arrays(offsets, pa.array(list(files), pa.string()).take(fidx))
+    else:
+        line_files = pa.nulls(nw, pa.list_(pa.string()))
+    if "line_no" in rows.column_names:
+        no = rows["line_no"].combine_chunks().cast(pa.int64())
+        line_numbers = pa.ListArray.from_arrays(
+            offsets, pc.if_else(pc.greater_equal(no, 0), pc.add(no, 1), pa.scalar(None, pa.int64())))
+    else:
+        line_numbers = pa.nulls(nw, pa.list_(pa.int64()))
+    if inputs is not None:
+        window_input = pa.array(list(inputs), pa.string()).take(fidx.take(pa.array(starts)))
+    else:
+        window_input = pa.nulls(nw, pa.string())
 
     return pa.table(
         {
-            "source": pa.array([source] * len(starts), pa.string()),
+            "source": pa.array([source] * nw, pa.string()),
             "window_id": ids,
             "start": start,
             "end": end,
             "event_ids": pa.ListArray.from_arrays(offsets, rows["event_id"].combine_chunks()),
             "lines": pa.ListArray.from_arrays(offsets, rows["raw"].combine_chunks()),
             "label": labels,
+            "input": window_input,
+            "line_files": line_files,
+            "line_numbers": line_numbers,
+            "line_labels": line_labels,
         },
         schema=WINDOWS_SCHEMA,
     )

@@ -9,6 +9,20 @@ One row per window (a session, a sliding time window or a fixed-count window)::
     event_ids  list<int64>         template id per line, in order (0 = unknown line)
     lines      list<string>        raw lines, in the same order
     label      int8                1 anomalous, 0 normal, null unknown
+    input      string              the INPUT argument of ``logad ingest`` the window's
+                                   (first) line was read from, as given (null: not known)
+    line_files   list<string>      per line: its input file, as the user can find it (the
+                                   path given to ingest, or the input folder as given
+                                   joined with the path inside it)
+    line_numbers list<int64>       per line: its 1-based line number in that file (empty
+                                   lines count, as in an editor)
+    line_labels  list<int8>        per line: 1 anomalous, 0 normal, null unknown; the whole
+                                   list is null where the source labels no lines
+
+The last four columns are optional: a table written without them (by hand, or by an
+older logad) reads back with nulls there. A line that sits in several windows (sliding
+or overlapping fixed windows) appears in each; ``(line_files[i], line_numbers[i])``
+names it, and is the key that line-level reports deduplicate on.
 
 Template ids are stable content hashes of the template text (see
 :func:`logad.parsing.template_id`), the same across shards, runs and machines.
@@ -24,7 +38,7 @@ import pyarrow.parquet as pq
 
 from logad.errors import DataError
 
-__all__ = ["WINDOWS_SCHEMA", "read_windows", "validate_windows"]
+__all__ = ["LINE_COLUMNS", "OPTIONAL_COLUMNS", "WINDOWS_SCHEMA", "read_windows", "validate_windows"]
 
 WINDOWS_SCHEMA = pa.schema(
     [
@@ -35,8 +49,16 @@ WINDOWS_SCHEMA = pa.schema(
         pa.field("event_ids", pa.list_(pa.int64())),
         pa.field("lines", pa.list_(pa.string())),
         pa.field("label", pa.int8()),
+        pa.field("input", pa.string()),
+        pa.field("line_files", pa.list_(pa.string())),
+        pa.field("line_numbers", pa.list_(pa.int64())),
+        pa.field("line_labels", pa.list_(pa.int8())),
     ]
 )
+LINE_COLUMNS = ("line_files", "line_numbers", "line_labels")
+"""Per-line columns besides ``event_ids`` and ``lines`` (one entry per line of the window)."""
+OPTIONAL_COLUMNS = ("input", *LINE_COLUMNS)
+"""Columns a windows table may lack; they read back as nulls."""
 
 
 def validate_windows(table: pa.Table) -> pa.Table:
@@ -45,12 +67,15 @@ def validate_windows(table: pa.Table) -> pa.Table:
     Raises:
         DataError: a column is missing or cannot be cast.
     """
-    missing = [n for n in WINDOWS_SCHEMA.names if n not in table.column_names]
+    missing = [n for n in WINDOWS_SCHEMA.names if n not in table.column_names and n not in OPTIONAL_COLUMNS]
     if missing:
         raise DataError(
             f"not a windows table: missing column(s) {missing}; "
             "make one with `logad ingest CONFIG INPUT --output DIR`"
         )
+    for name in OPTIONAL_COLUMNS:
+        if name not in table.column_names:
+            table = table.append_column(WINDOWS_SCHEMA.field(name), pa.nulls(table.num_rows, WINDOWS_SCHEMA.field(name).type))
     try:
         return table.select(WINDOWS_SCHEMA.names).cast(WINDOWS_SCHEMA)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
@@ -66,7 +91,8 @@ def read_windows(path: str | Path) -> pd.DataFrame:
 
     Returns:
         A DataFrame sorted by (start, window_id) with ``event_ids`` and
-        ``lines`` as Python lists and ``label`` as nullable ``Int8``. Ids of
+        ``lines`` as Python lists, the per-line columns as Python lists (None
+        where absent) and ``label`` as nullable ``Int8``. Ids of
         fixed-count windows (``FILE#FIRST_LINE``) sort by file, then line
         number, so windows without timestamps keep the order of the log.
     """
@@ -79,9 +105,12 @@ def read_windows(path: str | Path) -> pd.DataFrame:
     if not files:
         raise DataError(f"no Parquet files under {p}: run `logad ingest` first")
     table = pa.concat_tables([validate_windows(pq.read_table(f)) for f in files])
-    df = table.to_pandas(types_mapper={pa.int8(): pd.Int8Dtype()}.get)
-    df["event_ids"] = [list(x) for x in df["event_ids"]]
-    df["lines"] = [list(x) for x in df["lines"]]
+    lists = ["event_ids", "lines", *LINE_COLUMNS]
+    # the list columns straight to Python lists (through pandas they would be numpy arrays first)
+    df = table.drop_columns(lists).to_pandas(types_mapper={pa.int8(): pd.Int8Dtype()}.get)
+    for name in lists:
+        df[name] = table.column(name).to_pylist()
+    df = df[WINDOWS_SCHEMA.names]
     parts = df["window_id"].str.extract(r"^(?P<prefix>.*?)(?:#(?P<line>\d+))?$")
     order = pd.DataFrame({"start": df["start"], "prefix": parts["prefix"],
                           "line": pd.to_numeric(parts["line"]), "window_id": df["window_id"]})
