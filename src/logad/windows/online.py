@@ -110,7 +110,9 @@ class WindowBuilder:
         sessions = table["session"].combine_chunks() if sessions is not None else None
         cols = ["ts", "file_idx", "offset", "line_no", "event_id", "raw", "line_label"]
         assigned = assign_windows(table.select(cols), g, file_names=[self.file_name], sessions=sessions)
-        windows = build_windows(assigned.drop_columns(["line_no"]), self.config.name)
+        # line_numbers: 1-based positions in the batch as sent (blank lines count), so a
+        # window's line i is line line_numbers[i] - 1 of the request
+        windows = build_windows(assigned, self.config.name, files=[self.file_name])
         stats.windows = windows.num_rows
         return windows, stats
 
