@@ -210,15 +210,19 @@ class Detector(ABC):
         """Fold the generic ``--epochs/--seed/--device`` flags into a config mapping.
 
         The default maps them onto fields called ``epochs``, ``seed`` and
-        ``device`` when the method's config has them.
+        ``device`` when the method's config has them. A seed is welcome whether or not
+        the method draws random numbers: it also draws the split, so one seed works for
+        every method.
 
         Raises:
-            ConfigError: a flag was given that this method has no field for.
+            ConfigError: ``--epochs`` or ``--device`` was given to a method with no such field.
         """
         out = dict(config)
         for key, value in (("epochs", epochs), ("seed", seed), ("device", device)):
             if value is None:
                 continue
+            if key == "seed" and key not in cls.config_class.model_fields:
+                continue  # a deterministic method: the seed draws the split only
             if key not in cls.config_class.model_fields:
                 raise ConfigError(f"method {cls.name!r} has no {key!r} setting; drop --{key}")
             out[key] = value

@@ -73,6 +73,7 @@ from logad.sources.files import (
     resolve_fs,
     share_streams,
 )
+from logad.sources.keywords import KeywordLabeller
 from logad.sources.lines import LineSplitter
 from logad.windows.grouping import assign_windows, build_windows, session_ids
 from logad.windows.schema import WINDOWS_SCHEMA
@@ -99,6 +100,8 @@ class IngestSummary:
     lines_bad_timestamp: int = 0
     lines_unknown_template: int = 0
     lines_without_window: int = 0
+    lines_labelled: int = 0
+    lines_labelled_anomalous: int = 0
     windows: int = 0
     windows_anomalous: int = 0
     windows_normal: int = 0
@@ -176,15 +179,52 @@ def _pack(shards: list[Shard], parallelism: int) -> list[list[Shard]]:
 
 
 def _read_counted(shards: list[Shard], encoding: str, batch_lines: int, tally: _Tally,
-                  segment_bytes: int = SEGMENT_BYTES) -> Iterator[pa.Table]:
-    """Batches of lines of ``shards``, each batch's read counts added to ``tally``."""
+                  segment_bytes: int = SEGMENT_BYTES,
+                  ranges: list[tuple[int, int, int]] | None = None) -> Iterator[pa.Table]:
+    """Batches of lines of ``shards``, each batch's read counts added to ``tally``; for
+    each byte range of a plain file, (file index, start, lines in it) goes to ``ranges``
+    (its lines are numbered from its start until the driver adds the lines before it)."""
     for shard in shards:
+        lines = 0
         for table, stats in read_shard(shard, encoding=encoding, batch_lines=batch_lines,
                                        segment_bytes=segment_bytes):
             d = stats.to_dict()
             errors = d.pop("errors")
+            lines += d["lines_read"]
             tally.add(d, errors)
             yield table
+        if ranges is not None and shard.parts == 1 and not shard.whole:
+            ranges.append((shard.file.index, shard.start, lines))
+
+
+def line_bases(ranges: list[tuple[int, int, int]]) -> dict[int, tuple[list[int], list[int]]]:
+    """Byte ranges' (file index, start, lines) → per file, the ranges' starts and the
+    number of lines before each (what turns a range's own line numbers into the file's)."""
+    out: dict[int, tuple[list[int], list[int]]] = {}
+    by_file: dict[int, list[tuple[int, int]]] = {}
+    for f, start, n in ranges:
+        by_file.setdefault(int(f), []).append((int(start), int(n)))
+    for f, rs in by_file.items():
+        rs.sort()
+        starts = [a for a, _ in rs]
+        before = np.concatenate(([0], np.cumsum([n for _, n in rs])[:-1])).astype(np.int64).tolist()
+        out[f] = (starts, before)
+    return out
+
+
+def _file_line_numbers(rows: pa.Table, bases: dict[int, tuple[list[int], list[int]]]) -> pa.Table:
+    """``line_no`` made the line's number in its file, for lines read in byte ranges."""
+    if not bases or not rows.num_rows:
+        return rows
+    fidx = rows["file_idx"].to_numpy().astype(np.int64)
+    offs = rows["offset"].to_numpy()
+    no = rows["line_no"].to_numpy().astype(np.int64, copy=True)
+    for f, (starts, before) in bases.items():
+        sel = np.flatnonzero(fidx == f)
+        if len(sel):
+            k = np.searchsorted(np.asarray(starts, np.int64), offs[sel], side="right") - 1
+            no[sel] += np.asarray(before, np.int64)[np.maximum(k, 0)]
+    return rows.set_column(rows.schema.get_field_index("line_no"), "line_no", pa.array(no, pa.int64()))
 
 
 def _raw_bytes(shards: list[Shard]) -> int:
@@ -243,6 +283,7 @@ _PARSED_SCHEMA = pa.schema([
     pa.field("messages", pa.list_(pa.string())),
     pa.field("first", pa.list_(pa.int64())),
     pa.field("count", pa.list_(pa.int64())),
+    pa.field("ranges", pa.list_(pa.list_(pa.int64()))),  # byte ranges read: [file index, start, lines]
 ])
 
 
@@ -264,6 +305,7 @@ class _Parser:
                  file_bytes: int = _SHUFFLE_FILE_BYTES, segment_bytes: int = SEGMENT_BYTES) -> None:
         self.config = config
         self.splitter = LineSplitter(config)
+        self.keywords = KeywordLabeller(config, file_uris) if config.labels.kind == "keywords" else None
         self.store = TemplateStore.from_dict(store) if store is not None else None
         self.file_uris = pa.array(file_uris, pa.string())
         self.file_names = file_names
@@ -278,9 +320,12 @@ class _Parser:
         sl = self.splitter.split(raw)
         masked = mask_contents(sl.content, self.config.parsing)
         g = self.config.grouping
+        line_label = sl.line_label
+        if self.keywords is not None:
+            line_label = self.keywords(sl.content, batch["file_idx"].combine_chunks())
         lines = {
             "ts": sl.ts, "file_idx": batch["file_idx"], "offset": batch["offset"],
-            "line_no": batch["line_no"], "raw": raw, "line_label": sl.line_label,
+            "line_no": batch["line_no"], "raw": raw, "line_label": line_label,
         }
         if isinstance(g, SessionGrouping):
             paths = self.file_uris.take(batch["file_idx"].combine_chunks()) if g.id_field == "path" else None
@@ -295,6 +340,8 @@ class _Parser:
             "lines_malformed": int((~sl.header_ok).sum()),
             "lines_bad_timestamp": sl.num_bad_time,
             "lines_without_window": len(raw) - int(pc.sum(grouped).as_py() or 0),
+            "lines_labelled": len(raw) - line_label.null_count,
+            "lines_labelled_anomalous": int(pc.sum(line_label).as_py() or 0),
         }
         if self.store is None:
             key = pc.add(pc.shift_left(batch["file_idx"].cast(pa.int64()), pa.scalar(_KEY_SHIFT, pa.int64())),
@@ -324,8 +371,10 @@ class _Parser:
         # shuffle file (see _write_partitioned): a group makes a few large files, and no
         # task ever holds more than one, however large the group.
         held: list[pa.Table] = []
+        ranges: list[tuple[int, int, int]] = []
         size = n = 0
-        for table in _read_counted(self.groups[g], self.encoding, self.batch_lines, tally, self.segment_bytes):
+        for table in _read_counted(self.groups[g], self.encoding, self.batch_lines, tally, self.segment_bytes,
+                                   ranges):
             rows = self._parse(table, tally, messages)
             if rows.num_rows:
                 held.append(rows)
@@ -339,7 +388,8 @@ class _Parser:
         masked, count = messages.ordered()
         return {"pieces": [dict(zip(("partition", "file", "row_group"), p, strict=True)) for p in pieces],
                 "counts": json.dumps(counts), "errors": json.dumps(errors), "node": _where("parse")[1],
-                "messages": masked, "first": [messages.first[m] for m in masked], "count": count}
+                "messages": masked, "first": [messages.first[m] for m in masked], "count": count,
+                "ranges": [list(r) for r in ranges]}
 
     def _write_partitioned(self, held: list[pa.Table], name: str) -> list[tuple[int, str, int]]:
         """Assign windows to the held lines and write them, sorted by a stable hash of
@@ -351,7 +401,7 @@ class _Parser:
         keep = [c for c in ("ts", "file_idx", "offset", "line_no", "event_id", "masked", "raw", "line_label")
                 if c in rows.column_names]
         out = assign_windows(rows.select(keep), self.config.grouping, file_names=self.file_names,
-                             sessions=sessions, first_column="first").drop_columns(["line_no"])
+                             sessions=sessions, first_column="first")
         del rows
         return _write_partitions(out, self.parts, _join(self.shuffle, name))
 
@@ -398,6 +448,7 @@ def _read_parse(batch: pa.Table, *, run: str, **kwargs: Any) -> pa.Table:
 
 _STORE_CACHE: dict[str, TemplateStore] = {}
 _LABEL_CACHE: dict[str, dict] = {}
+_FILES_CACHE: dict[str, dict] = {}
 # Raw log bytes per shuffle partition: what one group task holds at once. The number
 # of partitions grows with the input, so a task's memory does not.
 _PARTITION_BYTES = 64 << 20
@@ -423,7 +474,7 @@ def _partition_of(window_ids: pa.Array, parts: int) -> np.ndarray:
 
 @ray.remote(num_cpus=1)
 def _group_partition(pieces: list[tuple[str, int]], out_file: str, source: str, store_box: list | None,
-                     label_box: list | None) -> dict:
+                     label_box: list | None, files_box: list) -> dict:
     """Stage 2, one task per shuffle partition: its row group of every shuffle file,
     which together hold every line of its windows, matched to templates (unless the
     parsers did: then ``store_box`` is None), grouped and written. Returns its counts
@@ -445,7 +496,9 @@ def _group_partition(pieces: list[tuple[str, int]], out_file: str, source: str, 
         counts["lines_unknown_template"] = int(((ids == UNKNOWN_ID) & first).sum())
     rows = rows.drop_columns(["first"])
     labels = _cached(_LABEL_CACHE, label_box) if label_box else None
-    w = build_windows(rows, source, labels)  # type: ignore[arg-type]
+    files = _cached(_FILES_CACHE, files_box)  # names, inputs and byte-range line bases of the input files
+    rows = _file_line_numbers(rows, {int(k): v for k, v in files["bases"].items()})
+    w = build_windows(rows, source, labels, files=files["names"], inputs=files["inputs"])  # type: ignore[arg-type]
     del rows
     pq.write_table(w, out_path, filesystem=fs)
     lab = w["label"]
@@ -580,7 +633,9 @@ def run_ingest(
     ).take_all()  # one row per shard group (see _PARSED_SCHEMA)
     messages = _Collector()
     pieces = []
+    ranges: list[tuple[int, int, int]] = []
     for r in parsed:
+        ranges += [tuple(x) for x in r["ranges"]]
         tally.add(json.loads(r["counts"]), json.loads(r["errors"]), [("read", r["node"]), ("parse", r["node"])])
         messages.collect(r["messages"], r["first"], r["count"])
         pieces += r["pieces"]
@@ -605,6 +660,8 @@ def run_ingest(
     # them and writes its windows: a task holds one partition, never the whole input.
     t = time.perf_counter()
     label_box = [ray.put(label_map)] if label_map is not None else None
+    files_box = [ray.put({"names": [f.shown for f in files], "inputs": [f.input for f in files],
+                          "bases": {str(k): v for k, v in line_bases(ranges).items()}})]
     windows_dir = _join(output, "windows")
     _clear_dir(windows_dir)
     wfs, wpath = resolve_fs(windows_dir)
@@ -613,7 +670,7 @@ def run_ingest(
     for p in sorted(pieces, key=lambda p: (p["partition"], p["file"], p["row_group"])):
         by_part.setdefault(p["partition"], []).append((p["file"], p["row_group"]))
     done = ray.get([_group_partition.remote(by_part[k], _join(windows_dir, f"part-{i:05d}.parquet"), config.name,
-                                            store_box, label_box) for i, k in enumerate(sorted(by_part))])
+                                            store_box, label_box, files_box) for i, k in enumerate(sorted(by_part))])
     if not by_part:  # no windows: still a readable (empty) table
         pq.write_table(WINDOWS_SCHEMA.empty_table(), _join(wpath, "part-00000.parquet"), filesystem=wfs)
     for d in done:
@@ -662,6 +719,7 @@ def summary_lines(s: IngestSummary) -> list[str]:
         f"  bad timestamps        {s.lines_bad_timestamp:>12,}",
         f"  unknown template (id 0) {s.lines_unknown_template:>10,}",
         f"  lines in no window    {s.lines_without_window:>12,}",
+        f"  lines labelled        {s.lines_labelled:>12,}   anomalous {s.lines_labelled_anomalous:,}",
         f"  templates             {s.templates:>12,}   ({'mined' if s.templates_mined else 'frozen store'})",
         f"  windows               {s.windows:>12,}   anomalous {s.windows_anomalous:,}, "
         f"normal {s.windows_normal:,}, unlabelled {s.windows_unlabelled:,}",

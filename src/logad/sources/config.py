@@ -121,9 +121,9 @@ class TimestampConfig(_Strict):
 
 
 class LabelConfig(_Strict):
-    """Where labels come from: nowhere, a per-line field, or a label file."""
+    """Where labels come from: nowhere, a per-line field, a label file, or keyword lists."""
 
-    kind: Literal["none", "field", "file"] = Field("none", description="Label source.")
+    kind: Literal["none", "field", "file", "keywords"] = Field("none", description="Label source.")
     field: str | None = Field(None, description="kind=field: the header field with the label.")
     normal_values: list[str] = Field(
         default_factory=lambda: ["-"],
@@ -141,10 +141,33 @@ class LabelConfig(_Strict):
         description="kind=file: label values that mean anomalous; anything else is normal.",
     )
 
+    wordlists: str | None = Field(
+        None,
+        description="kind=keywords: a folder of TYPE.txt term lists, one term per line (relative "
+        "to this YAML); default: the CoLog lists bundled with logad (auth, daemon, debug, dmesg, "
+        "kern, messages, syslog).",
+    )
+    terms: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="kind=keywords: more terms per file type, added to the lists' (a type only "
+        "named here is labelled by these terms alone).",
+    )
+    file_type_regex: str = Field(
+        r"^[A-Za-z]+",
+        description="kind=keywords: the file type is the first match of this regex in the file's "
+        "name, lower-cased (auth.log.1 → auth, dmesg.0 → dmesg).",
+    )
+
     @model_validator(mode="after")
     def _needs(self) -> LabelConfig:
         if self.kind == "field" and not self.field:
             raise ValueError("labels.kind=field needs labels.field (the header field)")
+        if self.kind != "keywords" and (self.wordlists or self.terms):
+            raise ValueError("labels.wordlists and labels.terms belong to labels.kind=keywords")
+        try:
+            re.compile(self.file_type_regex)
+        except re.error as exc:
+            raise ValueError(f"labels.file_type_regex does not compile: {exc}") from exc
         return self
 
 
@@ -274,6 +297,13 @@ class SourceConfig(_Strict):
         if isinstance(g, SlidingGrouping) and not self.timestamp.fields:
             raise ValueError("grouping.kind=sliding needs timestamp.fields")
         return self
+
+    def wordlist_dir(self) -> str | None:
+        """The keyword lists' folder, resolved against the YAML's folder (None: the bundled lists)."""
+        f = self.labels.wordlists
+        if f is None or "://" in f or Path(f).is_absolute() or self.base_dir is None:
+            return f
+        return str(Path(self.base_dir) / f)
 
     def label_file(self) -> str | None:
         """The label file's path, resolved against the YAML's folder."""

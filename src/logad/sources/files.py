@@ -46,7 +46,7 @@ LINES_SCHEMA = pa.schema(
     [
         pa.field("file_idx", pa.int32()),
         pa.field("offset", pa.int64()),     # byte offset of the line in the (decompressed) file
-        pa.field("line_no", pa.int64()),    # 0-based line number, -1 inside a byte-range shard
+        pa.field("line_no", pa.int64()),    # 0-based line number (in a byte range: from its start)
         pa.field("raw", pa.string()),
     ]
 )
@@ -63,6 +63,13 @@ class InputFile:
     uri: str            # as the user can read it (local path or URI)
     size: int
     compression: str    # "none" | "gzip" | "zstd"
+    input: str = ""     # the INPUT argument it was found under, as given
+    path: str = ""      # the file as the user names it: INPUT as given, joined with the path inside it
+
+    @property
+    def shown(self) -> str:
+        """The file's path as the user gave it (or found under the input folder they gave)."""
+        return self.path or self.uri
 
     @property
     def name(self) -> str:
@@ -154,7 +161,7 @@ def list_inputs(inputs: list[str]) -> list[InputFile]:
     Raises:
         DataError: an input does not exist, or no file was found.
     """
-    found: list[tuple[str, int]] = []
+    found: list[tuple[str, int, str, str]] = []  # (uri, size, input, path as the user names it)
     for uri in inputs:
         fs, path = resolve_fs(uri)
         info = fs.get_file_info(path)
@@ -168,12 +175,12 @@ def list_inputs(inputs: list[str]) -> list[InputFile]:
             )
             base = uri if "://" in uri else path
             for i in files:
-                found.append((_join(base, path, i.path), i.size))
+                found.append((_join(base, path, i.path), i.size, uri, _join(uri, path, i.path)))
         else:
-            found.append((uri if "://" in uri else path, info.size))
+            found.append((uri if "://" in uri else path, info.size, uri, uri))
     if not found:
         raise DataError(f"no input files found in {inputs}")
-    return [InputFile(k, u, s, _compression_of(u)) for k, (u, s) in enumerate(found)]
+    return [InputFile(k, u, s, _compression_of(u), given, shown) for k, (u, s, given, shown) in enumerate(found)]
 
 
 def plan_shards(files: list[InputFile], *, shard_bytes: int = 64 << 20, split_plain: bool = True) -> list[Shard]:
@@ -370,7 +377,9 @@ def _read_lines(chunks, shard: Shard, pos: int, encoding: str, batch_lines: int,
     f = shard.file
     end = shard.end
     if line_no is None:
-        line_no = 0 if shard.start == 0 else -1
+        # a byte range counts from its own start: the driver adds the lines of the ranges
+        # before it once every range is read (see :func:`line_bases`)
+        line_no = 0
     leftover = b""
     pend: list[pa.Array] = []
     pend_off: list[np.ndarray] = []

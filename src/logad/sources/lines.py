@@ -229,7 +229,12 @@ class LineSplitter:
         if tcfg.default_year is not None and "%Y" not in tcfg.format and "%y" not in tcfg.format:
             t = pd.Series(out.to_pandas()) + pd.DateOffset(years=tcfg.default_year - 1900)
             out = pa.array(t.astype("datetime64[us]"), type=pa.timestamp("us"), from_pandas=True)
-        bad = int((~out.is_valid().to_numpy(zero_copy_only=False) & ok).sum())
+        # a line whose time fields are all empty has no time (a dmesg line among syslog ones,
+        # an optional header): null, but not a bad timestamp
+        present = np.zeros(n, dtype=bool)
+        for f in parts:
+            present |= pc.fill_null(pc.greater(pc.utf8_length(f), 0), False).to_numpy(zero_copy_only=False)
+        bad = int((~out.is_valid().to_numpy(zero_copy_only=False) & ok & present).sum())
         return out, bad
 
     def _strptime(self, joined: pa.Array, ok: np.ndarray) -> pa.Array:
