@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 
 from logad.errors import ConfigError, NotFittedError, UnknownNameError
-from logad.methods import Detector, available_methods, get_method, load_detector
+from logad.methods import Detector, available_methods, get_method, line_counts, load_detector
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "hdfs_eventid"
 UNSEEN = 999
@@ -157,3 +157,46 @@ def test_unknown_config_keys_rejected(name):
     for field_name, field in cls.config_class.model_fields.items():
         assert field.description, f"{name}.{field_name} needs a description"
         assert not field.is_required(), f"{name}.{field_name} needs a default"
+
+
+# -- line-level methods ---------------------------------------------------------------------------
+
+
+def test_line_scores_one_per_line(fitted, data):
+    """A line-level method scores every line, windows' lines concatenated in order; the
+    injected (never-seen) lines outscore the others, and a window-level method says it
+    scores windows only."""
+    batch = data["injected"].iloc[:10]
+    if not fitted.line_level:
+        with pytest.raises(NotImplementedError, match="scores windows"):
+            fitted.score_lines(batch)
+        return
+    lines = fitted.score_lines(batch)
+    counts = line_counts(batch)
+    assert lines.dtype == np.float64 and lines.shape == (counts.sum(),) and np.isfinite(lines).all()
+    assert isinstance(fitted.line_threshold, float) and np.isfinite(fitted.line_threshold)
+    per_window = np.split(lines, np.cumsum(counts)[:-1])
+    for seq, s in zip(batch["event_ids"], per_window, strict=True):
+        injected = np.asarray(seq) == UNSEEN
+        assert (s[injected] > fitted.line_threshold).all() and s[injected].min() > s[~injected].max()
+    window, both = fitted.score_with_lines(batch)
+    np.testing.assert_array_equal(both, lines)
+    np.testing.assert_allclose(window, fitted.score(batch), rtol=1e-6)
+    np.testing.assert_array_equal(fitted.predict_lines(batch), (lines > fitted.line_threshold).astype(np.int8))
+
+
+def test_save_load_identical_line_scores(fitted, data, tmp_path):
+    if not fitted.line_level:
+        pytest.skip(f"{fitted.name} scores windows only")
+    fitted.save(tmp_path / "model")
+    loaded = load_detector(tmp_path / "model")
+    assert loaded.line_threshold == fitted.line_threshold
+    np.testing.assert_array_equal(loaded.score_lines(data["injected"]), fitted.score_lines(data["injected"]))
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_seed_accepted_by_every_method(name):
+    """`logad train --method M --seed 0` works for every M: the seed also draws the split."""
+    cls = get_method(name)
+    raw = cls.apply_cli_overrides(TINY_CONFIGS[name], seed=0)
+    cls(raw)
