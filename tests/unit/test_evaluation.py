@@ -58,8 +58,8 @@ def hdfs_windows(num_normal: int = 600, num_abnormal: int = 100, seed: int = 0) 
 
 
 def test_protocol_registry():
-    assert set(available_protocols()) >= {"chronological", "fastlogad", "random-session"}
-    with pytest.raises(UnknownNameError, match="known: chronological, fastlogad, random-session"):
+    assert set(available_protocols()) >= {"chronological", "fastlogad", "random-session", "leave-one-source-out"}
+    with pytest.raises(UnknownNameError, match="known: chronological, fastlogad, leave-one-source-out, random-session"):
         split_windows(hdfs_windows(), "no-such-protocol")
 
 

@@ -1,4 +1,11 @@
-"""`logad compare`: several methods, one windows table, one split, one table of results."""
+"""`logad compare`: several methods, one windows table, one split, one table of results.
+
+Line-level methods (``Detector.line_level``) also get a second table, over lines: one row
+per distinct input line of the test part (``line_frame``), at the method's line threshold.
+With the ``leave-one-source-out`` protocol and no ``holdout`` parameter every source is
+held out in turn (one fold each): one table per fold, naming the held-out source, and
+the mean over folds.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["compare_methods", "register", "run"]
+__all__ = ["compare_folds", "compare_methods", "format_comparison", "register", "run"]
 
 COLUMNS = ("precision", "recall", "f1", "auroc", "aupr")
 
@@ -26,7 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "and score the same test part. Prints and writes one table: P, R, F1, AUROC, AUPR at the "
             "label-free threshold (mean ± std over seeds), the oracle F1 (test-tuned: an upper bound, "
             "never a result), train time and inference time per window. DeepLog is also shown at the "
-            "paper's k = 9, labelled as such."
+            "paper's k = 9, labelled as such. Line-level methods (unseen) get a second table over the "
+            "distinct input lines of the test part, at their line threshold, where the table labels lines. "
+            "With --protocol leave-one-source-out and no holdout split parameter, every source is held "
+            "out in turn: one table per fold, naming the held-out source, and the mean over folds."
         ),
     )
     p.add_argument("--windows", required=True, metavar="DIR", help="output folder of `logad ingest`")
@@ -42,12 +52,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _row(result: dict[str, Any], threshold: float, train_s: float, infer_ms: float) -> dict[str, float]:
+    """One run's figures (metrics at ``threshold``, the oracle bound, timings)."""
+    import numpy as np
+
+    m = result["metrics"] or {}
+    oracle = (result.get("oracle_upper_bound") or {}).get("f1", float("nan"))
+    return {**{k: float(m.get(k, np.nan)) for k in COLUMNS}, "oracle_f1": float(oracle),
+            "threshold": float(threshold), "train_s": train_s, "infer_ms_per_window": infer_ms}
+
+
 def compare_methods(windows, methods: list[str], protocol: str, split_params: dict[str, Any], seeds: list[int],
                     configs: dict[str, dict[str, Any]], *, device: str | None = None, keep_scores: bool = False,
                     log=print) -> dict[str, Any]:
-    """Fit and score every method per seed on one split; returns per-run figures and aggregates."""
-    import numpy as np
+    """Fit and score every method per seed on one split; returns per-run figures and aggregates.
 
+    Line-level methods are also scored per line; where the test part labels lines, their
+    line figures are under ``lines`` (``runs`` and ``aggregate``, as for windows).
+    """
+    from logad.errors import DataError
+    from logad.evaluation.lines import evaluate_lines, line_frame
     from logad.evaluation.metrics import aggregate_runs
     from logad.evaluation.report import evaluate_scores
     from logad.evaluation.splits import split_windows
@@ -56,6 +80,7 @@ def compare_methods(windows, methods: list[str], protocol: str, split_params: di
 
     classes = {m: get_method(m) for m in methods}
     runs: dict[str, list[dict[str, float]]] = {}
+    line_runs: dict[str, list[dict[str, float]]] = {}
     kept: dict[int, dict[str, Any]] = {}
     for seed in seeds:
         splits: dict[bool, Any] = {}
@@ -64,6 +89,10 @@ def compare_methods(windows, methods: list[str], protocol: str, split_params: di
                 splits[cls.supervised] = split_windows(windows, protocol, supervised=cls.supervised, seed=seed,
                                                        **split_params)
             split = splits[cls.supervised]
+            if not len(split.test):
+                raise DataError(f"the {protocol!r} split leaves no labelled test windows"
+                                + (f" (held out: {split.description['holdout']})" if "holdout" in split.description
+                                   else ""))
             raw = cls.apply_cli_overrides(configs.get(name, {}), seed=seed if "seed" in cls.config_class.model_fields
                                           else None, device=device if "device" in cls.config_class.model_fields else None)
             if "show_progress" in cls.config_class.model_fields:
@@ -73,7 +102,10 @@ def compare_methods(windows, methods: list[str], protocol: str, split_params: di
             det.fit(split.train, split.val, progress=False)
             train_s = time.perf_counter() - t0
             t0 = time.perf_counter()
-            scores = det.score(split.test)
+            if cls.line_level:
+                scores, line_scores = det.score_with_lines(split.test)
+            else:
+                scores, line_scores = det.score(split.test), None
             infer_ms = 1e3 * (time.perf_counter() - t0) / max(len(split.test), 1)
             if keep_scores:
                 kept.setdefault(seed, {"test": split.test})[name] = (scores, det.threshold)
@@ -82,39 +114,151 @@ def compare_methods(windows, methods: list[str], protocol: str, split_params: di
                 rows.append((f"deeplog (paper k={PAPER_K})", float(PAPER_K)))
             for label, threshold in rows:
                 result = evaluate_scores(scores, split.test["label"], threshold)
-                m = result["metrics"] or {}
-                oracle = (result.get("oracle_upper_bound") or {}).get("f1", float("nan"))
-                runs.setdefault(label, []).append(
-                    {**{k: float(m.get(k, np.nan)) for k in COLUMNS}, "oracle_f1": float(oracle),
-                     "threshold": float(threshold), "train_s": train_s, "infer_ms_per_window": infer_ms})
+                runs.setdefault(label, []).append(_row(result, threshold, train_s, infer_ms))
             f1 = runs[name][-1]["f1"]
-            log(f"seed {seed}: {name:<18} F1 {f1:.4f}  (train {train_s:.1f} s, {infer_ms:.3f} ms/window, "
+            line_note = ""
+            if line_scores is not None:
+                line_result = evaluate_lines(line_frame(split.test, line_scores, det.line_threshold),
+                                             det.line_threshold)
+                if line_result["metrics"]:
+                    line_runs.setdefault(name, []).append(_row(line_result, det.line_threshold, train_s, infer_ms))
+                    line_note = f", line F1 {line_runs[name][-1]['f1']:.4f} ({line_result['num_lines']} lines)"
+                else:
+                    line_note = ", no labelled lines"
+            log(f"seed {seed}: {name:<18} F1 {f1:.4f}{line_note}  (train {train_s:.1f} s, {infer_ms:.3f} ms/window, "
                 f"{len(split.test)} test windows)")
     d = split.description
-    return {"protocol": protocol, "split_params": split_params, "seeds": seeds,
-            "split": {k: v for k, v in d.items() if isinstance(v, int | float | str)},
-            "runs": runs, "aggregate": {k: aggregate_runs(v) for k, v in runs.items()},
-            **({"scores": kept} if keep_scores else {})}
+    out = {"protocol": protocol, "split_params": split_params, "seeds": seeds,
+           "split": {k: v for k, v in d.items() if isinstance(v, int | float | str)},
+           "runs": runs, "aggregate": {k: aggregate_runs(v) for k, v in runs.items()}}
+    if line_runs:
+        out["lines"] = {"runs": line_runs, "aggregate": {k: aggregate_runs(v) for k, v in line_runs.items()}}
+    if keep_scores:
+        out["scores"] = kept
+    return out
 
 
-def format_comparison(result: dict[str, Any]) -> str:
-    """The comparison as a Markdown table (mean ± std over seeds)."""
+def _mean_over_folds(aggregates: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Per method, the mean and (sample) std over folds of each fold's mean; a fold where a
+    figure is undefined (AUROC of a one-class test part) is left out of it (``n`` counts
+    the folds used)."""
+    import numpy as np
+
+    out: dict[str, dict[str, Any]] = {}
+    for agg in aggregates:
+        for method in agg:
+            out.setdefault(method, {})
+    for method in out:
+        keys = {k for agg in aggregates if method in agg for k in agg[method]}
+        for key in sorted(keys):
+            values = np.asarray([agg[method][key]["mean"] for agg in aggregates
+                                 if method in agg and key in agg[method]], dtype=float)
+            values = values[np.isfinite(values)]
+            out[method][key] = {
+                "mean": float(values.mean()) if len(values) else float("nan"),
+                "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                "n": int(len(values)),
+            }
+    return out
+
+
+def compare_folds(windows, methods: list[str], split_params: dict[str, Any], seeds: list[int],
+                  configs: dict[str, dict[str, Any]], *, device: str | None = None, log=print) -> dict[str, Any]:
+    """Leave-one-source-out over every source: :func:`compare_methods` once per held-out
+    source (all seeds and methods), then the mean over folds.
+
+    A source whose windows are all unlabelled cannot be tested: its fold is skipped and
+    listed under ``skipped_folds``.
+    """
+    from logad.errors import DataError
+    from logad.evaluation.splits import LOSO, protocol_sources, split_windows
+
+    sources = protocol_sources(windows, by=split_params.get("by", "auto"))
+    folds: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    for source in sources:
+        params = {**split_params, "holdout": source}
+        probe = split_windows(windows, LOSO, supervised=False, seed=seeds[0], **params)
+        if not len(probe.test):
+            log(f"held out {source}: no labelled windows to test; fold skipped")
+            skipped.append(source)
+            continue
+        d = probe.description
+        log(f"held out {source}: train {d['num_train']} windows from {', '.join(d['train_sources'])}, "
+            f"val {d['num_val']}, test {d['num_test']} ({d['num_test_anomalous']} anomalous)")
+
+        def fold_log(msg: str, source: str = source) -> None:
+            log(f"[{source}] {msg}")
+
+        result = compare_methods(windows, methods, LOSO, params, seeds, configs, device=device, log=fold_log)
+        folds.append({"holdout": source, **result})
+    if not folds:
+        raise DataError(f"no source has labelled windows to test (sources: {', '.join(sources)})")
+    out: dict[str, Any] = {
+        "protocol": LOSO, "split_params": split_params, "seeds": seeds, "sources": sources,
+        "folds": folds, "skipped_folds": skipped,
+        "aggregate": _mean_over_folds([f["aggregate"] for f in folds]),
+    }
+    line_folds = [f["lines"]["aggregate"] for f in folds if "lines" in f]
+    if line_folds:
+        out["lines"] = {"aggregate": _mean_over_folds(line_folds)}
+    return out
+
+
+def format_table(aggregate: dict[str, dict[str, Any]]) -> str:
+    """One Markdown table: a row per method (mean ± std)."""
     head = ("| method | precision | recall | F1 (label-free) | AUROC | AUPR | oracle F1 (upper bound) "
             "| train s | infer ms/window |")
     lines = [head, "|---|---|---|---|---|---|---|---:|---:|"]
     def ms(agg: dict[str, Any], key: str, digits: int = 4) -> str:
         return f"{agg[key]['mean']:.{digits}f} ± {agg[key]['std']:.{digits}f}"
 
-    for name, agg in result["aggregate"].items():
+    for name, agg in aggregate.items():
         lines.append(f"| {name} | {ms(agg, 'precision')} | {ms(agg, 'recall')} | **{ms(agg, 'f1')}** | "
                      f"{ms(agg, 'auroc')} | {ms(agg, 'aupr')} | {ms(agg, 'oracle_f1')} | {agg['train_s']['mean']:.1f} | "
                      f"{agg['infer_ms_per_window']['mean']:.3f} |")
     return "\n".join(lines)
 
 
+LINES_NOTE = ("Lines (line-level methods; one row per distinct input line of the test part, at the method's "
+              "line threshold, against the lines' own labels)")
+
+
+def _tables(result: dict[str, Any], where: str = "") -> str:
+    text = format_table(result["aggregate"])
+    if "lines" in result:
+        text += f"\n\n{LINES_NOTE}{where}:\n\n" + format_table(result["lines"]["aggregate"])
+    return text
+
+
+def format_comparison(result: dict[str, Any]) -> str:
+    """The comparison as Markdown: the window table (mean ± std over seeds), the line table
+    of line-level methods beside it; for leave-one-source-out folds, both per fold (naming
+    the held-out source) and their mean over folds."""
+    if "folds" not in result:
+        return _tables(result)
+    parts = []
+    for fold in result["folds"]:
+        d = fold["split"]
+        parts.append(f"### Held out: `{fold['holdout']}`\n\n"
+                     f"Test: every labelled window of `{fold['holdout']}` ({d.get('num_test')} windows, "
+                     f"{d.get('num_test_anomalous')} anomalous); train {d.get('num_train')}, val {d.get('num_val')} "
+                     f"from the other sources.\n\nWindows, held out `{fold['holdout']}`:\n\n"
+                     + _tables(fold, f", held out `{fold['holdout']}`"))
+    n = len(result["folds"])
+    held = ", ".join(f"`{f['holdout']}`" for f in result["folds"])
+    parts.append(f"### Mean over {n} folds\n\nMean ± std over folds (held out in turn: {held}) of each fold's "
+                 "mean over seeds.\n\nWindows:\n\n" + _tables(result, ", mean over folds"))
+    if result.get("skipped_folds"):
+        parts.append("Skipped (no labelled windows to test): "
+                     + ", ".join(f"`{s}`" for s in result["skipped_folds"]))
+    return "\n\n".join(parts)
+
+
 def run(args: argparse.Namespace) -> int:
     from logad.commands.train import load_config_file, parse_split_params
     from logad.errors import ConfigError
+    from logad.evaluation.splits import LOSO
     from logad.windows import read_windows
 
     configs: dict[str, dict[str, Any]] = {}
@@ -125,16 +269,22 @@ def run(args: argparse.Namespace) -> int:
         configs[method] = load_config_file(file)
     windows = read_windows(args.windows)
     print(f"read {len(windows)} windows from {args.windows}; protocol {args.protocol}, seeds {args.seeds}")
-    result = compare_methods(windows, args.methods, args.protocol, parse_split_params(args.split_param),
-                             args.seeds, configs, device=args.device)
+    split_params = parse_split_params(args.split_param)
+    if args.protocol == LOSO and "holdout" not in split_params:
+        result = compare_folds(windows, args.methods, split_params, args.seeds, configs, device=args.device)
+        scope = f", every source held out in turn ({', '.join(result['sources'])})"
+    else:
+        result = compare_methods(windows, args.methods, args.protocol, split_params, args.seeds, configs,
+                                 device=args.device)
+        scope = f", held out `{split_params['holdout']}`" if args.protocol == LOSO else ""
     table = format_comparison(result)
     print(table)
     if args.output:
         out = Path(args.output)
         out.mkdir(parents=True, exist_ok=True)
         (out / "comparison.md").write_text(
-            f"# Comparison on {args.windows}\n\nProtocol `{args.protocol}`, seeds {args.seeds}; thresholds chosen "
-            "without test labels (oracle F1: tuned on test, an upper bound only).\n\n" + table + "\n")
+            f"# Comparison on {args.windows}\n\nProtocol `{args.protocol}`{scope}, seeds {args.seeds}; thresholds "
+            "chosen without test labels (oracle F1: tuned on test, an upper bound only).\n\n" + table + "\n")
         (out / "comparison.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
         print(f"written to {out}/comparison.md and comparison.json")
     return 0

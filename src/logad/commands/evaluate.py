@@ -71,12 +71,15 @@ def run(args: argparse.Namespace) -> int:
         params = parse_split_params(args.split_param)
         if not params and training.get("protocol") == args.protocol:
             params = dict(training.get("split_params") or {})
+        elif "holdout" in (training.get("split_params") or {}) and training.get("protocol") == args.protocol:
+            params.setdefault("holdout", training["split_params"]["holdout"])  # the source the model never saw
         seed = args.seed if args.seed is not None else int(training.get("seed", 0))
         split = split_windows(windows, args.protocol, supervised=detector.supervised, seed=seed, **params)
         test = split.test
         counts = {"protocol": args.protocol, "split_seed": seed, **split.description}
         print(f"split {args.protocol!r} (seed {seed}): scoring the test part, {len(test)} windows "
-              f"({split.description['num_test_anomalous']} anomalous)")
+              f"({split.description['num_test_anomalous']} anomalous)"
+              + (f", held out {split.description['holdout']!r}" if "holdout" in split.description else ""))
     else:
         test = windows
         counts = {"protocol": None}

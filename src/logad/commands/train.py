@@ -32,11 +32,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--output", "-o", required=True, metavar="MODEL_DIR", help="where to write the model")
     p.add_argument(
         "--protocol", default=DEFAULT_PROTOCOL, metavar="P",
-        help=f"split protocol: chronological, fastlogad or random-session (default {DEFAULT_PROTOCOL})",
+        help=f"split protocol: chronological, fastlogad, random-session or leave-one-source-out "
+        f"(default {DEFAULT_PROTOCOL})",
     )
     p.add_argument(
         "--split-param", action="append", default=[], metavar="KEY=VALUE",
-        help="protocol parameter, repeatable, e.g. train_fraction=0.6 or num_train=4855",
+        help="protocol parameter, repeatable, e.g. train_fraction=0.6, num_train=4855 or (leave-one-source-out) "
+        "holdout=NAME",
     )
     p.add_argument("--epochs", type=int, default=None, metavar="N", help="training epochs (method's main phase)")
     p.add_argument("--seed", type=int, default=None, metavar="S", help="seed for the model and the split")
@@ -142,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
         + "".join(f", {k.removeprefix('num_')} {v}" for k, v in d.items()
                   if k.startswith("num_dropped") and v)
     )
+    if "holdout" in d:
+        print(f"held out {d['holdout']!r} (by {d['by']}; test part), trained on {', '.join(d['train_sources'])}")
 
     detector = cls(config)
     t0 = time.perf_counter()
