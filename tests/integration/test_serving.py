@@ -1,7 +1,8 @@
 """The HTTP service end to end: real Ray Serve on 127.0.0.1, real models from a real registry.
 
 Two sources (HDFS sessions, BGL sliding windows) with tiny FastLogAD models
-trained for a few steps on the bundled data. Requests go over real HTTP.
+trained for a few steps on the bundled data, and a third (BGL again, as
+``bgl-lines``) with the line-level ``unseen`` model. Requests go over real HTTP.
 """
 
 from __future__ import annotations
@@ -73,6 +74,21 @@ def _train(out: Path, lines: list[str], config, normal_ids: set[str] | None) -> 
     return out
 
 
+def _train_unseen(out: Path, lines: list[str], config) -> Path:
+    """The line-level rule on every normal window (validated on them too: threshold 0)."""
+    from logad.methods.unseen import Unseen
+
+    store = _mine(lines, config)
+    windows, _ = from_lines(lines, config, store)
+    normal = windows[windows["label"].fillna(0) == 0].reset_index(drop=True)
+    det = Unseen()
+    det.fit(normal, normal)
+    det.save(out)
+    store.save(out / "templates.json")
+    (out / "source.json").write_text(config.model_dump_json())
+    return out
+
+
 @pytest.fixture(scope="module")
 def sources(hdfs_sample, hdfs_sample_lines):
     hdfs_normal = {r["BlockId"] for r in csv.DictReader(open(hdfs_sample[1])) if r["Label"] != "Anomaly"}
@@ -93,6 +109,9 @@ def registry(tmp_path_factory, sources):
     for name, (lines, config, normal) in sources.items():
         models[name] = _train(base / f"model-{name}", lines, config, normal)
         reg.register(models[name], name, promote=True)
+    lines, config, _ = sources["bgl"]
+    models["bgl-lines"] = _train_unseen(base / "model-bgl-lines", lines, config)
+    reg.register(models["bgl-lines"], "bgl-lines", promote=True)
     return reg, models
 
 
@@ -167,11 +186,14 @@ def test_detect_scores_match_in_process_scoring_for_two_sources(url, registry, s
         assert got.keys() == expect.keys() and out["summary"]["windows"] == len(expect)
         np.testing.assert_allclose([got[k] for k in expect], list(expect.values()), rtol=1e-5, atol=1e-6)
         assert out["model"] == {"id": f"{name}@fastlogad/v1", "method": "fastlogad", "version": 1,
-                                "threshold": out["windows"][0]["threshold"]}
+                                "threshold": out["windows"][0]["threshold"],
+                                "line_level": False, "line_threshold": None}
+        assert "anomalous_lines" not in out["summary"]
         assert out["summary"]["lines"] == 800
         for w in out["windows"]:
             assert w["verdict"] == ("anomalous" if w["score"] > w["threshold"] else "normal")
             assert w["model_version"] == 1 and w["method"] == "fastlogad"
+            assert "anomalous_lines" not in w and "line_threshold" not in w  # window-level model
             for ev in w.get("evidence", []):  # evidence lines are the window's own lines
                 assert ev["line"] in batch and 0 <= ev["probability"] <= 1
 
@@ -190,7 +212,7 @@ def test_text_gzip_and_zstd_bodies_give_the_same_answer(url, sources):
 
 def test_sources_healthz_and_openapi(url):
     listed = requests.get(f"{url}/v1/sources", timeout=10).json()["sources"]
-    assert {s["source"]: s["version"] for s in listed} == {"bgl": 1, "hdfs": 1}
+    assert {s["source"]: s["version"] for s in listed} == {"bgl": 1, "bgl-lines": 1, "hdfs": 1}
     assert all(isinstance(s["threshold"], float) for s in listed)
     assert requests.get(f"{url}/healthz", timeout=10).json()["status"] == "ok"
     spec = requests.get(f"{url}/openapi.json", timeout=10).json()
@@ -262,7 +284,8 @@ def test_promotion_is_picked_up_without_a_restart(url, registry, sources, tmp_pa
         if after["model"]["version"] == 2 or time.monotonic() > deadline:
             break
         time.sleep(0.25)
-    assert after["model"] == {"id": "hdfs@fastlogad/v2", "method": "fastlogad", "version": 2, "threshold": -1.0}
+    assert after["model"] == {"id": "hdfs@fastlogad/v2", "method": "fastlogad", "version": 2, "threshold": -1.0,
+                              "line_level": False, "line_threshold": None}
     assert all(w["verdict"] == "anomalous" and w["model_version"] == 2 for w in after["windows"])
     # same weights, so the same scores
     assert [w["score"] for w in after["windows"]] == [w["score"] for w in before["windows"]]
@@ -325,6 +348,87 @@ def test_cli_detect_prints_flagged_windows_and_a_summary(url, sources, tmp_path)
         capture_output=True, text=True, env=env, timeout=120,
     )
     assert bad.returncode == 2 and "404" in bad.stderr and "unknown source" in bad.stderr
+
+
+NOVEL = "zebra quantum flux capacitor overheated at warp nine; engaging the dilithium bypass"
+
+
+@pytest.fixture(scope="module")
+def line_batch(registry, sources):
+    """BGL lines whose templates all occurred in training, a blank line, then one of a message
+    training never saw (with the header of the line before it, so it lands in its windows);
+    and the novel line's 0-based index in the batch."""
+    from logad.methods import load_detector
+
+    _, models = registry
+    lines, config, _ = sources["bgl"]
+    lines = lines[:300]
+    det = load_detector(models["bgl-lines"])
+    store = TemplateStore.load(models["bgl-lines"] / "templates.json")
+    windows, _ = from_lines(lines, config, store)
+    scores = iter(det.score_lines(windows))
+    unseen = {n - 1 for nums in windows["line_numbers"] for n in nums if next(scores) > det.line_threshold}
+    seen = [x for i, x in enumerate(lines) if i not in unseen]
+    at = len(seen) // 2
+    novel = " ".join(seen[at - 1].split(" ", 9)[:9] + [NOVEL])
+    batch = [*seen[:at], "", novel, *seen[at:]]
+    return batch, at + 1
+
+
+def test_a_line_level_model_marks_the_lines_it_flags(url, line_batch):
+    batch, novel = line_batch
+    out = _detect(url, "bgl-lines", batch)
+    assert out["model"] == {"id": "bgl-lines@unseen/v1", "method": "unseen", "version": 1,
+                            "threshold": 0.0, "line_level": True, "line_threshold": 0.5}
+    flagged = [w for w in out["windows"] if w["anomalous_lines"]]
+    assert flagged and all(w["line_threshold"] == 0.5 for w in out["windows"])
+    for w in flagged:  # only the novel line, by its place in the request, in each window it is in
+        assert w["anomalous_lines"] == [{"index": novel, "line": batch[novel], "score": 1.0}]
+        assert w["verdict"] == "anomalous"
+        assert [ev["line"] for ev in w["evidence"]] == [batch[novel]]  # explain still works
+    assert all(w["verdict"] == "normal" and "evidence" not in w for w in out["windows"] if w not in flagged)
+    # sliding windows: the line is in several, and counts once
+    assert len(flagged) > 1 and out["summary"]["anomalous_lines"] == 1
+    assert out["summary"]["anomalous_windows"] == len(flagged)
+    # lines are marked whatever `explain` says; evidence is not
+    quiet = _detect(url, "bgl-lines", batch, explain="none")
+    assert [w["anomalous_lines"] for w in quiet["windows"]] == [w["anomalous_lines"] for w in out["windows"]]
+    assert not any("evidence" in w for w in quiet["windows"])
+    # none flagged: empty lists, a count of 0
+    clean = _detect(url, "bgl-lines", batch[:novel] + batch[novel + 1:])
+    assert clean["windows"] and all(w["anomalous_lines"] == [] for w in clean["windows"])
+    assert clean["summary"]["anomalous_lines"] == 0 and clean["summary"]["anomalous_windows"] == 0
+    # no window at all: still a line-level model, with nothing scored
+    empty = _detect(url, "bgl-lines", ["not even a header"])
+    assert empty["windows"] == [] and empty["summary"]["anomalous_lines"] == 0
+    assert empty["model"]["line_level"] is True and empty["model"]["line_threshold"] is None
+
+
+def test_cli_detect_prints_flagged_lines_as_file_and_line(url, line_batch, tmp_path, capsys):
+    from logad.cli import main
+
+    batch, novel = line_batch
+    split = novel - 5  # the novel line is line 6 of the second file
+    size = novel * 2 // 3  # the second request holds it: it starts in a.log and ends in b.log.zst
+    assert size < split < novel < 2 * size
+    first, second = tmp_path / "a.log", tmp_path / "b.log.zst"
+    first.write_text("\n".join(batch[:split]) + "\n")
+    second.write_bytes(zstandard.ZstdCompressor().compress(("\n".join(batch[split:]) + "\n").encode()))
+    argv = ["detect", "bgl-lines", str(first), str(second), "--url", url, "--batch-lines", str(size)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out.splitlines()
+    marked = [x for x in printed if x.startswith("    LINE  ")]
+    assert marked and set(marked) == {f"    LINE  {second}:6  score 1  {batch[novel][:160]}"}
+    requests_sent = -(-len(batch) // size)
+    assert printed[-1].startswith(f"detect bgl-lines: {len(batch):,} lines in {requests_sent} request(s), ")
+    assert "anomalous, 1 anomalous lines;" in printed[-1]
+    # --json: the service's answer, each flagged line with its file and line added
+    assert main([*argv, "--json"]) == 0
+    answers = [json.loads(x) for x in capsys.readouterr().out.splitlines()[:-1]]
+    assert len(answers) == requests_sent
+    hits = [al for a in answers for w in a["windows"] for al in w["anomalous_lines"]]
+    assert hits and all(al == {"index": novel - size, "line": batch[novel], "score": 1.0,
+                               "file": str(second), "file_line": 6} for al in hits)
 
 
 def test_a_broken_model_answers_503_and_other_sources_keep_working(url, registry, sources):

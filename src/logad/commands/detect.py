@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import bisect
 import gzip
 import io
 import json
@@ -13,7 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["iter_lines", "register", "run"]
+__all__ = ["Origins", "iter_lines", "register", "run"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Read FILEs (plain, .gz or .zst), post their lines in batches to "
             "URL/v1/sources/SOURCE/detect (zstd-compressed by default), and print the windows "
-            "the service flags, with the lines that drove each score, then a summary. Windows "
+            "the service flags, with the lines that drove each score, then a summary. A "
+            "line-level model's flagged lines are printed under their window as FILE:LINE. Windows "
             "are built per batch: a session whose lines fall into two batches is scored as two "
             "parts, so raise --batch-lines for long sessions."
         ),
@@ -48,7 +50,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def iter_lines(path: str | Path) -> Iterator[str]:
-    """Lines of a plain, gzip or zstd file, streamed, without line breaks."""
+    """Lines of a plain, gzip or zstd file, streamed, without their ``"\n"``.
+
+    Lines end at ``"\n"`` only, as ``logad ingest`` reads them, so the n-th line here is
+    line n of the file there; the service drops a trailing ``"\r"`` itself."""
     p = Path(path)
     if not p.is_file():
         from logad.errors import DataError
@@ -64,22 +69,51 @@ def iter_lines(path: str | Path) -> Iterator[str]:
             stream = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
         else:
             stream = raw
-        for line in io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline=""):
-            yield line.rstrip("\r\n")
+        for line in io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="\n"):
+            yield line[:-1] if line.endswith("\n") else line
     finally:
         raw.close()
 
 
-def _batches(files: list[str], size: int) -> Iterator[list[str]]:
+class Origins:
+    """Where the lines of one batch came from: request index (0-based) → (file, 1-based line).
+
+    One entry per run of lines from one file: ``(first request index, file, its line number)``.
+    """
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.runs: list[tuple[str, int]] = []
+
+    def add(self, index: int, file: str, line_no: int) -> None:
+        self.starts.append(index)
+        self.runs.append((file, line_no))
+
+    def __call__(self, index: int | None) -> tuple[str, int] | None:
+        """The file and line of request line ``index``; None where unknown."""
+        if index is None or index < 0 or not self.starts:
+            return None
+        k = bisect.bisect_right(self.starts, index) - 1
+        if k < 0:
+            return None
+        file, first = self.runs[k]
+        return file, first + index - self.starts[k]
+
+
+def _batches(files: list[str], size: int) -> Iterator[tuple[list[str], Origins]]:
+    """Batches of at most ``size`` lines, each with where its lines came from."""
     batch: list[str] = []
+    origins = Origins()
     for f in files:
-        for line in iter_lines(f):
+        for no, line in enumerate(iter_lines(f), 1):
+            if no == 1 or not batch:  # a new file, or a new batch, starts a run
+                origins.add(len(batch), f, no)
             batch.append(line)
             if len(batch) >= size:
-                yield batch
-                batch = []
+                yield batch, origins
+                batch, origins = [], Origins()
     if batch:
-        yield batch
+        yield batch, origins
 
 
 def _encode(lines: list[str], compress: str) -> tuple[bytes, dict[str, str]]:
@@ -128,33 +162,52 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_lines < 1:
         raise ConfigError("--batch-lines must be at least 1")
     totals = {"requests": 0, "lines": 0, "malformed_lines": 0, "unknown_template_lines": 0,
-              "windows": 0, "anomalous_windows": 0}
+              "windows": 0, "anomalous_windows": 0, "anomalous_lines": 0}
     models: set[str] = set()
+    line_level = False
     t0 = time.perf_counter()
-    for lines in _batches(args.files, args.batch_lines):
+    for lines, origins in _batches(args.files, args.batch_lines):
         body, headers = _encode(lines, args.compress)
         out = post(args.url, args.source, body, headers, explain=args.explain, token=args.token,
                    timeout=args.timeout)
         totals["requests"] += 1
-        for k in ("lines", "malformed_lines", "unknown_template_lines", "windows", "anomalous_windows"):
+        for k in ("lines", "malformed_lines", "unknown_template_lines", "windows", "anomalous_windows",
+                  "anomalous_lines"):
             totals[k] += out["summary"].get(k, 0)
         models.add(out["model"]["id"])
+        line_level = line_level or bool(out["model"].get("line_level"))
         if args.json:
+            for w in out["windows"]:  # the request index means nothing outside this batch
+                for al in w.get("anomalous_lines", []):
+                    where = origins(al["index"])
+                    al["file"], al["file_line"] = where if where else (None, None)
             print(json.dumps(out))
             continue
         for w in out["windows"]:
-            if w["verdict"] != "anomalous" and not args.show_normal:
+            marked = w.get("anomalous_lines", [])
+            if w["verdict"] != "anomalous" and not marked and not args.show_normal:
                 continue
-            print(f"{w['verdict'].upper():9} {w['window_id']}  score {w['score']:.4g} "
-                  f"(threshold {w['threshold']:.4g}, {w['num_lines']} lines, "
+            print(f"{w['verdict'].upper():9} {w['window_id']}  score {_num(w['score'])} "
+                  f"(threshold {_num(w['threshold'])}, {w['num_lines']} lines, "
                   f"{w['method']} v{w['model_version']})")
+            shown = {al["line"] for al in marked}
             for ev in w.get("evidence", []):
-                print(f"    line {ev['index']:>4}  p={ev['probability']:.2f}  {ev['line'][:160]}")
+                if ev["line"] not in shown:  # a flagged line is printed below, once
+                    print(f"    line {ev['index']:>4}  p={ev['probability']:.2f}  {ev['line'][:160]}")
+            for al in marked:
+                where = origins(al["index"])
+                ref = f"{where[0]}:{where[1]}" if where else f"request line {al['index']}"
+                print(f"    LINE  {ref}  score {_num(al['score'])}  {al['line'][:160]}")
     secs = time.perf_counter() - t0
+    flagged = f", {totals['anomalous_lines']:,} anomalous lines" if line_level else ""
     print(
         f"detect {args.source}: {totals['lines']:,} lines in {totals['requests']} request(s), "
-        f"{totals['windows']:,} windows, {totals['anomalous_windows']:,} anomalous; "
+        f"{totals['windows']:,} windows, {totals['anomalous_windows']:,} anomalous{flagged}; "
         f"malformed {totals['malformed_lines']:,}, unknown template {totals['unknown_template_lines']:,}; "
         f"model {', '.join(sorted(models)) or '-'}; {secs:.1f}s"
     )
     return 0
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4g}"

@@ -9,7 +9,9 @@ lines into windows with that model's frozen template store and grouping rule
 in a per-replica LRU (``@serve.multiplexed``) keyed by model id
 ``SOURCE@METHOD/vN``, so a new promotion is a new id and an old model ages
 out by itself; requests for the same model that arrive together are scored as
-one batch (``@serve.batch``).
+one batch (``@serve.batch``). A line-level model (``Detector.line_level``)
+also scores every line, and each window lists its lines over the model's
+line threshold, by their position in the request.
 
 Parsing and scoring share a replica on purpose: a second deployment for the
 model costs a Serve hop per request (the windows serialised to another
@@ -120,30 +122,71 @@ def _load_frozen(path: str) -> Any:
 def _score_group(detector: Any, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Score the windows of several requests for one detector in one call.
 
-    Where any request wants evidence, one ``explain`` over all the windows gives
-    both the scores and the evidence (every detector's explanation carries the
-    window's score), instead of scoring everything and then running the model
-    again on the windows to explain.
+    A window-level detector: where any request wants evidence, one ``explain``
+    over all the windows gives both the scores and the evidence (every
+    detector's explanation carries the window's score), instead of scoring
+    everything and then running the model again on the windows to explain.
+
+    A line-level detector (``line_level``): one ``score_with_lines`` over all the
+    windows gives the window scores and every line's score; the lines over the
+    model's line threshold are kept per window as ``(position in the window,
+    score)``, and only the windows that want evidence are explained.
     """
+    from logad.methods import line_counts
+
     t0 = time.perf_counter()
     sizes = [len(r["event_ids"]) for r in requests]
     frame = pd.DataFrame({"event_ids": [e for r in requests for e in r["event_ids"]]})
     own = float(detector.threshold)
+    line_level = bool(getattr(detector, "line_level", False))
+    wants = any(r["explain"] != "none" for r in requests)
     evidence: list = [None] * len(frame)
-    if any(r["explain"] != "none" for r in requests):
+    hits: list | None = None
+    line_threshold: float | None = None
+    found: list | None = None
+    if line_level:
+        window_scores, line_scores = detector.score_with_lines(frame)
+        scores = np.asarray(window_scores, dtype=np.float64)
+        line_scores = np.asarray(line_scores, dtype=np.float64)
+        line_threshold = float(detector.line_threshold)
+        starts = np.concatenate(([0], np.cumsum(line_counts(frame))))
+        if len(line_scores) != starts[-1]:
+            raise ValueError(f"{len(line_scores)} line scores for {int(starts[-1])} lines")
+        hits = [[] for _ in range(len(frame))]
+        flagged = np.flatnonzero(line_scores > line_threshold)
+        for j, w in zip(flagged, np.searchsorted(starts, flagged, side="right") - 1, strict=True):
+            hits[w].append((int(j - starts[w]), float(line_scores[j])))
+    elif wants:
         found = detector.explain(frame)
         scores = np.fromiter((e.score for e in found), np.float64, len(found))
     else:
-        found = None
         scores = np.asarray(detector.score(frame), dtype=np.float64)
     bounds = np.cumsum([0, *sizes])
-    if found is not None:
-        for r, a, b in zip(requests, bounds[:-1], bounds[1:], strict=True):
-            for i in np.flatnonzero(_marks(r, scores[a:b], own)) + a:
-                evidence[i] = [(ev.index, ev.event_id, ev.probability) for ev in found[i].lines]
+    if wants:
+        marked = np.concatenate([np.flatnonzero(_marks(r, scores[a:b], own)) + a
+                                 for r, a, b in zip(requests, bounds[:-1], bounds[1:], strict=True)])
+        if found is None and len(marked):  # line-level: explain only the windows that want it
+            explained = dict(zip(marked.tolist(), detector.explain(frame.iloc[marked]), strict=True))
+        else:
+            explained = {int(i): found[i] for i in marked} if found is not None else {}
+        for i, e in explained.items():
+            evidence[i] = [(ev.index, ev.event_id, ev.probability) for ev in e.lines]
     ms = round((time.perf_counter() - t0) * 1e3, 3)
-    return [{"threshold": own, "scores": scores[a:b].tolist(), "evidence": evidence[a:b], "compute_ms": ms}
+    return [{"threshold": own, "scores": scores[a:b].tolist(), "evidence": evidence[a:b], "compute_ms": ms,
+             "line_level": line_level, "line_threshold": line_threshold,
+             "line_hits": hits[a:b] if hits is not None else None}
             for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def _method_line_level(method: str) -> bool:
+    """Whether a registered method scores lines (False for a name no method has)."""
+    from logad.errors import LogadError
+    from logad.methods import get_method
+
+    try:
+        return bool(get_method(method).line_level)
+    except LogadError:
+        return False
 
 
 # --------------------------------------------------------------------------------------------
@@ -234,6 +277,8 @@ class Ingress:
         self._windows = Counter("logad_detect_windows", "windows scored", tag_keys=("source",))
         self._anomalous = Counter("logad_detect_anomalous_windows", "windows flagged anomalous",
                                   tag_keys=("source",))
+        self._anomalous_lines = Counter("logad_detect_anomalous_lines", "request lines flagged by "
+                                        "line-level models", tag_keys=("source",))
         self._rejected = Counter("logad_detect_rejected", "requests answered with a 4xx",
                                  tag_keys=("status",))
 
@@ -282,7 +327,9 @@ class Ingress:
     async def score_batch(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """``{"model_id", "event_ids": [[...]], "explain": all|anomalous|none, "threshold"}`` per
         request → scores, the model's own threshold, and evidence per window (None where not
-        explained), or ``{"error": reason}`` where the model cannot be loaded or scored."""
+        explained), with ``line_level``, ``line_threshold`` and, for a line-level model, the
+        flagged lines per window (``line_hits``: ``(position in the window, score)``); or
+        ``{"error": reason}`` where the model cannot be loaded or scored."""
         out: list[dict[str, Any] | None] = [None] * len(requests)
         groups: dict[str, list[int]] = {}
         for i, r in enumerate(requests):
@@ -331,8 +378,19 @@ class Ingress:
         "(Content-Encoding: gzip or zstd). Lines are parsed with the source's frozen template "
         "store, grouped by its grouping rule and scored by its serving model. Each window gets "
         "its score, threshold, verdict and model version; `explain` picks which windows also "
-        "list the lines that drove their score (at most `max_evidence` each).",
-        responses={404: {"description": "unknown source"}, 413: {"description": "too large"},
+        "list the lines that drove their score (at most `max_evidence` each). A line-level model "
+        "(`model.line_level`, e.g. `unseen`) also scores every line: each window lists its lines "
+        "scoring over `line_threshold` in `anomalous_lines` (`index`: 0-based position of the "
+        "line in the request as sent, blank lines included; `line`; `score`), whatever `explain` "
+        "says, and `summary.anomalous_lines` counts the distinct request lines flagged.",
+        responses={200: {"description": "`source`, `model` (`id`, `method`, `version`, `threshold`, "
+                         "`line_level`, `line_threshold`: null for window-level models), `summary` "
+                         "(line counts, `windows`, `anomalous_windows`, and `anomalous_lines` for "
+                         "line-level models), `windows` (per window: `window_id`, `start`, `end`, "
+                         "`num_lines`, `score`, `threshold`, `verdict`, `method`, `model_version`, "
+                         "`evidence` where explained, and `anomalous_lines` and `line_threshold` "
+                         "for line-level models) and `timing_ms`"},
+                   404: {"description": "unknown source"}, 413: {"description": "too large"},
                    415: {"description": "unsupported content type or coding"},
                    400: {"description": "corrupt body"}, 422: {"description": "empty batch"}},
     )
@@ -393,11 +451,17 @@ class Ingress:
         # the registry's threshold is the served one (re-registering can change it); the
         # model's own stored threshold where the manifest has none
         threshold = mv.threshold if mv.threshold is not None else (result or {}).get("threshold")
+        # lines are judged at the model's own line threshold (the registry keeps none)
+        line_level = result["line_level"] if result else _method_line_level(mv.method)
+        line_threshold = (result or {}).get("line_threshold") if line_level else None
         windows = []
         num_anomalous = 0
+        flagged_lines: set[int] = set()  # request lines: one in several windows counts once
         ids = table.column("window_id").to_pylist()
         starts, ends = (_isoformat(table.column(c)) for c in ("start", "end"))
         window_lines = table.column("lines").to_pylist()
+        # a window's line k is line line_numbers[k] - 1 (0-based) of the request
+        line_numbers = table.column("line_numbers").to_pylist() if line_level and result else None
         for i, score in enumerate(result["scores"] if result else []):
             anomalous = bool(threshold is not None and score > threshold)
             num_anomalous += anomalous
@@ -412,6 +476,16 @@ class Ingress:
                 "method": mv.method,
                 "model_version": mv.version,
             }
+            if line_level:
+                marked = []
+                for k, s in result["line_hits"][i]:  # type: ignore[index]
+                    no = line_numbers[i][k]  # type: ignore[index]
+                    index = None if no is None else int(no) - 1
+                    marked.append({"index": index, "line": window_lines[i][k], "score": _finite(s)})
+                    if index is not None:
+                        flagged_lines.add(index)
+                w["anomalous_lines"] = marked
+                w["line_threshold"] = line_threshold
             found = result["evidence"][i] if want and (explain == "all" or anomalous) else None
             if found is not None:
                 w["evidence"] = [
@@ -426,12 +500,16 @@ class Ingress:
             self._windows.inc(len(windows), tags={"source": source})
         if num_anomalous:
             self._anomalous.inc(num_anomalous, tags={"source": source})
+        if flagged_lines:
+            self._anomalous_lines.inc(len(flagged_lines), tags={"source": source})
         summary = {**stats.to_dict(), "lines_with_replaced_bytes": replaced,
                    "anomalous_windows": num_anomalous}
+        if line_level:
+            summary["anomalous_lines"] = len(flagged_lines)
         return JSONResponse({
             "source": source,
             "model": {"id": ctx.model_id, "method": mv.method, "version": mv.version,
-                      "threshold": threshold},
+                      "threshold": threshold, "line_level": line_level, "line_threshold": line_threshold},
             "summary": summary,
             "windows": windows,
             "timing_ms": {
