@@ -1,4 +1,17 @@
-"""Helpers shared by the benchmark scripts: machine facts and the results log."""
+"""Helpers shared by the benchmark scripts: machine facts and the results history.
+
+Every benchmark keeps its runs in ``bench/results/<name>.json``: a JSON list, oldest
+first, of runs like::
+
+    {"title": ..., "date": "2026-12-04 17:40 UTC", "machine": ..., "command": ...,
+     "commit": "cfd16d3",         # HEAD when the run started, where known
+     "note": ...,                 # optional: what changed since the run before
+     "figures": {...},            # what the script measured, as it passed them to record()
+     "markdown": ...}             # the table the script printed
+
+``record()`` appends a run and regenerates docs/benchmarks.md from every results file
+(bench/render_docs.py), so the page always shows each benchmark's current figures.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +20,10 @@ import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = Path(os.environ.get("LOGAD_DATASETS", ROOT.parent / "shared" / "datasets"))
@@ -33,19 +48,73 @@ def command() -> str:
     return "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
 
 
-def record(title: str, markdown: str, figures: dict, json_name: str) -> None:
-    """Append a section to docs/benchmarks.md and write the figures as JSON."""
-    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    if not DOC.exists():
-        DOC.write_text("# Benchmarks\n\nEvery section is appended by a script under `bench/`; newest last.\n")
-    section = f"\n## {title}\n\n- date: {now}\n- machine: {machine()}\n- command: `{command()}`\n\n{markdown.strip()}\n"
-    with DOC.open("a") as fh:
-        fh.write(section)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    payload = {"title": title, "date": now, "machine": machine(), "command": command(), **figures}
-    (RESULTS / json_name).write_text(json.dumps(payload, indent=1, default=str))
-    print(section)
+def commit() -> str | None:
+    """The short hash of HEAD, or None outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                             text=True, check=False, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def load_runs(path: Path) -> list[dict[str, Any]]:
+    """The runs kept in one results file, oldest first ([] when there is none yet).
+
+    A file in the older one-run shape (the figures beside title, date, machine and
+    command) reads as a list of that one run."""
+    if not path.exists():
+        return []
+    data = json.loads(path.read_text())
+    if isinstance(data, list):
+        return data
+    head = {k: data.get(k) for k in ("title", "date", "machine", "command")}
+    figures = {k: v for k, v in data.items() if k not in head}
+    return [{**head, "figures": figures, "markdown": ""}]
+
+
+def save_runs(path: Path, runs: list[dict[str, Any]]) -> None:
+    """Write a results file whole (through a temporary file, so a reader never sees half)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(runs, indent=1, ensure_ascii=False, default=str) + "\n")
+    tmp.replace(path)
+
+
+def _shown(path: Path) -> Path:
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
+def record(title: str, markdown: str, figures: dict, json_name: str, *,
+           machine_text: str | None = None, note: str | None = None) -> dict[str, Any]:
+    """Append a run to bench/results/<json_name> and regenerate docs/benchmarks.md.
+
+    ``markdown`` is what the script printed (kept with the run, and shown on the page
+    for benchmarks the renderer has no table of its own for); ``figures`` are the
+    measurements. ``machine_text`` replaces the machine line (e.g. to name a GPU);
+    ``note`` says what changed since the run before.
+    """
+    run: dict[str, Any] = {
+        "title": title,
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine_text or machine(),
+        "command": command(),
+    }
+    head = commit()
+    if head:
+        run["commit"] = head
+    if note:
+        run["note"] = note
+    run["figures"] = figures
+    run["markdown"] = markdown.strip() + "\n"
+    path = RESULTS / json_name
+    save_runs(path, [*load_runs(path), run])
+    import render_docs  # bench/ is on sys.path: this module was imported from there
+
+    page = render_docs.write_page(RESULTS, DOC)
+    print(f"\n## {title}\n\n- date: {run['date']}\n- machine: {run['machine']}\n- command: `{run['command']}`\n\n"
+          f"{run['markdown']}\nrecorded in {_shown(path)}; {_shown(page)} regenerated")
+    return run
 
 
 def liberty_windows(window_lines: int = 10) -> Path:

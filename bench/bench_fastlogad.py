@@ -31,8 +31,9 @@ Run (nice: CPU is shared)::
 
     nice -n 10 python bench/bench_fastlogad.py [--windows bench/scratch/hdfs_2pct]
 
-Results: a markdown table on stdout, appended to docs/benchmarks.md with the
-date, machine and command, and the same figures as JSON in bench/results/.
+Results: a markdown table on stdout; the run (figures, date, machine, command)
+is appended to bench/results/fastlogad.json and docs/benchmarks.md is regenerated
+(bench/render_docs.py).
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ import json
 import os
 import platform
 import re
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -358,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {', '.join(SECTIONS)}")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--config", help="JSON of FastLogAD config overrides for every section")
-    ap.add_argument("--no-append", action="store_true", help="do not append to docs/benchmarks.md")
+    ap.add_argument("--no-record", "--no-append", dest="no_record", action="store_true",
+                    help="print only: add no run to bench/results/fastlogad.json and leave docs/benchmarks.md alone")
     args = ap.parse_args(argv)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = set(sections) - set(SECTIONS)
@@ -438,36 +439,18 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     for s in results["skipped"]:
         print(f"skipped: {s}")
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    out_dir = ROOT / "bench" / "results"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    out_json = out_dir / f"fastlogad_{stamp}.json"
-    out_json.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    print(f"results: {out_json.relative_to(ROOT)}")
-    if not args.no_append:
-        m = results["machine"]
-        try:
-            commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                                    capture_output=True, text=True, check=False).stdout.strip()
-        except OSError:
-            commit = "?"
-        doc = ROOT / "docs" / "benchmarks.md"
-        doc.parent.mkdir(exist_ok=True)
-        head = "" if doc.exists() else "# Benchmarks\n\nAppended by the scripts under bench/.\n"
-        section = (
-            f"\n## FastLogAD — {results['date']}\n\n"
-            f"- machine: {m['nproc']} CPUs ({m['cpu']}), GPU: {m['gpu']}, Python {m['python']}, torch {m['torch']}\n"
-            f"- command: `{results['command']}` (commit {commit})\n"
-            f"- config overrides: `{json.dumps(base)}`; seeds {args.seeds}\n"
-            f"- threshold: label-free, from normal validation scores only (the rule is named in each row); "
-            f"oracle F1 is tuned on test labels and shown only as an upper bound\n"
-            + (f"- HDFS 2% windows: {results.get('hdfs2pct_windows')}\n" if results.get("hdfs2pct_windows") else "")
-            + f"- JSON: `{out_json.relative_to(ROOT)}`\n\n{table}\n"
-            + "".join(f"\nskipped: {s}\n" for s in results["skipped"])
-        )
-        with doc.open("a") as fh:
-            fh.write(head + section)
-        print(f"appended to {doc.relative_to(ROOT)}")
+    if args.no_record:
+        return 0
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import record
+
+    m = results["machine"]
+    figures = {k: v for k, v in results.items() if k not in ("date", "command")}
+    text = (f"Config overrides `{json.dumps(base)}`; seeds {args.seeds}. Thresholds from normal validation "
+            "scores only (the rule is named in each row); the oracle F1 is tuned on test labels, an upper bound.\n\n"
+            + table + "".join(f"\n\nskipped: {s}" for s in results["skipped"]))
+    record("FastLogAD: accuracy over seeds and inference speed", text, figures, "fastlogad.json",
+           machine_text=f"{m['nproc']} CPUs ({m['cpu']}), GPU: {m['gpu']}, Python {m['python']}, torch {m['torch']}")
     return 0
 
 

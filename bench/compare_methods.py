@@ -103,7 +103,8 @@ def main() -> None:
         agg = {k: {m: v[m]["mean"] for m in v} for k, v in result["aggregate"].items()}
         title = ("Method comparison on HDFS 2% (fastlogad protocol)" if args.dataset == "hdfs"
                  else "Method comparison on Liberty (chronological protocol)")
-        record(title, md, {"aggregate": agg, "runs": result["runs"], "seeds": args.seeds},
+        record(title, md, {"aggregate": agg, "runs": result["runs"], "seeds": args.seeds, "protocol": protocol,
+                           "split": split},
                f"compare_methods_{args.dataset}.json")
     else:
         print(md)

@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("data_dir", nargs="?", type=Path, default=DATASETS / "loghub_2k")
     ap.add_argument("--configs", type=Path, default=ROOT / "data_pipelines")
     ap.add_argument("--only", nargs="*", help="Loghub names to run (default: all)")
-    ap.add_argument("--no-record", action="store_true", help="print only; do not append to docs")
+    ap.add_argument("--no-record", action="store_true", help="print only; record no run (bench/results, docs/benchmarks.md)")
     args = ap.parse_args(argv)
     if not args.data_dir.is_dir():
         sys.exit(

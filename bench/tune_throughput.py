@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--num-samples", type=int, default=8)
     ap.add_argument("--max-epochs", type=int, default=4)
     ap.add_argument("--cpus-per-trial", type=float, default=1.0)
-    ap.add_argument("--no-record", action="store_true", help="print only; do not append to docs/benchmarks.md")
+    ap.add_argument("--no-record", action="store_true", help="print only; record no run (bench/results, docs/benchmarks.md)")
     args = ap.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "token")
     os.environ.setdefault("RAY_ADDRESS", "local")  # a fresh local Ray, never another job's cluster on this host

@@ -1,0 +1,113 @@
+"""docs/benchmarks.md is rendered from bench/results/*.json, and the two never drift apart."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "bench"
+sys.path.insert(0, str(BENCH))
+
+import _common  # noqa: E402
+import render_docs  # noqa: E402
+
+
+def test_committed_page_is_the_render_of_the_committed_results():
+    page = (ROOT / "docs" / "benchmarks.md").read_text()
+    assert page == render_docs.render(BENCH / "results"), (
+        "docs/benchmarks.md is out of date with bench/results/*.json: run `python bench/render_docs.py`")
+
+
+def test_every_results_file_is_a_list_of_runs():
+    files = sorted((BENCH / "results").glob("*.json"))
+    assert files
+    for path in files:
+        runs = json.loads(path.read_text())
+        assert isinstance(runs, list) and runs, path.name
+        for run in runs:
+            assert {"title", "date", "machine", "command", "figures", "markdown"} <= run.keys(), path.name
+            assert isinstance(run["figures"], dict), path.name
+        dates = [r["date"] for r in runs]
+        assert dates == sorted(dates), f"{path.name}: runs are kept oldest first"
+
+
+def test_every_committed_benchmark_has_its_own_renderer():
+    names = [p.stem for p in (BENCH / "results").glob("*.json")]
+    known = [n for n in names if render_docs.renderer(n) is not render_docs.GENERIC]
+    # a new benchmark may render through the fallback; these must not
+    for name in ("ingest_throughput", "fastlogad", "compare_methods_hdfs", "serve_latency_threads0", "serve_load"):
+        assert name in known
+
+
+def test_rendering_is_deterministic(tmp_path):
+    one = render_docs.render(BENCH / "results")
+    assert one == render_docs.render(BENCH / "results")
+    render_docs.write_page(BENCH / "results", tmp_path / "benchmarks.md")
+    assert (tmp_path / "benchmarks.md").read_text() == one
+
+
+@pytest.fixture
+def sandbox(tmp_path, monkeypatch):
+    """record() writing into a temporary results folder and page."""
+    results, doc = tmp_path / "results", tmp_path / "docs" / "benchmarks.md"
+    monkeypatch.setattr(_common, "RESULTS", results)
+    monkeypatch.setattr(_common, "DOC", doc)
+    return results, doc
+
+
+def test_record_appends_runs_and_regenerates_the_page(sandbox):
+    results, doc = sandbox
+    _common.record("Hostile ingest", "| case | skipped |\n|---|---:|\n| nul bytes | 3 |\n",
+                   {"cases": 4, "skipped_lines": 3, "per_case": {"nul": {"skipped": 3, "ok": True}},
+                    "timeline": [{"t": 0.0}, {"t": 0.5}]}, "hostile_ingest.json")
+    _common.record("Hostile ingest", "second run\n", {"cases": 5, "skipped_lines": 2}, "hostile_ingest.json",
+                   note="two more cases")
+    runs = json.loads((results / "hostile_ingest.json").read_text())
+    assert [r["figures"]["cases"] for r in runs] == [4, 5]
+    assert runs[1]["note"] == "two more cases" and runs[0]["markdown"].startswith("| case |")
+    page = doc.read_text()
+    assert page == render_docs.render(results)
+    # the fallback: the latest run's scalar figures, flattened, and the Markdown its script printed
+    assert "## Hostile ingest" in page
+    assert "| `cases` | 5 |" in page and "| `skipped_lines` | 2 |" in page
+    assert "second run" in page
+    assert "runs kept: 2 in `bench/results/hostile_ingest.json`" in page
+    assert "cases 4; skipped_lines 3; per_case.nul.skipped 3" in page  # the earlier run's line
+
+
+def test_record_keeps_a_file_in_the_older_one_run_shape(sandbox):
+    results, _ = sandbox
+    results.mkdir(parents=True)
+    legacy = {"title": "Serve faults", "date": "2026-12-01 10:00 UTC", "machine": "m", "command": "c",
+              "killed": 1, "errors": 0}
+    (results / "serve_faults.json").write_text(json.dumps(legacy))
+    _common.record("Serve faults", "## Killed replicas\n\nfine\n", {"killed": 2, "errors": 1}, "serve_faults.json")
+    runs = json.loads((results / "serve_faults.json").read_text())
+    assert [r["figures"] for r in runs] == [{"killed": 1, "errors": 0}, {"killed": 2, "errors": 1}]
+    assert runs[0]["date"] == "2026-12-01 10:00 UTC"
+
+
+def test_fallback_demotes_headings_of_a_runs_markdown():
+    md = "## Held out: a\n\ntext\n\n```\n# not a heading\n```\n\n### deeper\n"
+    out = render_docs.demote(md)
+    assert out.startswith("#### Held out: a") and "##### deeper" in out and "\n# not a heading\n" in out
+
+
+def test_fallback_renders_a_run_without_figures_or_markdown():
+    runs = [{"title": "Empty", "date": "2026-12-05 00:00 UTC", "machine": "m", "command": "c",
+             "figures": {}, "markdown": ""}]
+    text = render_docs.section("empty", runs, render_docs.renderer("empty"))
+    assert text.startswith("## Empty\n") and "(no figures recorded)" in text
+
+
+def test_check_mode_reports_a_stale_page(tmp_path, capsys):
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\nAppended by hand.\n")
+    assert render_docs.main(["--check", "--doc", str(doc)]) == 1
+    assert "out of date" in capsys.readouterr().err
+    render_docs.main(["--doc", str(doc)])
+    assert render_docs.main(["--check", "--doc", str(doc)]) == 0
