@@ -16,12 +16,14 @@ first, of runs like::
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import os
 import platform
 import shlex
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -108,10 +110,13 @@ def record(title: str, markdown: str, figures: dict, json_name: str, *,
     run["figures"] = figures
     run["markdown"] = markdown.strip() + "\n"
     path = RESULTS / json_name
-    save_runs(path, [*load_runs(path), run])
     import render_docs  # bench/ is on sys.path: this module was imported from there
 
-    page = render_docs.write_page(RESULTS, DOC)
+    # benchmarks finishing at once must not drop each other's runs
+    with open(Path(tempfile.gettempdir()) / "logad-bench-record.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        save_runs(path, [*load_runs(path), run])
+        page = render_docs.write_page(RESULTS, DOC)
     print(f"\n## {title}\n\n- date: {run['date']}\n- machine: {run['machine']}\n- command: `{run['command']}`\n\n"
           f"{run['markdown']}\nrecorded in {_shown(path)}; {_shown(page)} regenerated")
     return run

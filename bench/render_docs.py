@@ -170,6 +170,28 @@ def run_header(name: str, runs: list[Run]) -> str:
 
 
 def section(name: str, runs: list[Run], r: Renderer) -> str:
+    """One benchmark's section. Where its renderer fails on the runs (figures of a shape it
+    does not know), the section falls back to the generic one and says so."""
+    try:
+        return _section(name, runs, r)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, ZeroDivisionError) as exc:
+        if r is GENERIC:
+            raise
+        header = run_header(name, runs)
+        fallback = _section(name, runs, GENERIC)
+        why = (f"- shown through the generic table: the renderer for `{name}` failed on its runs "
+               f"({type(exc).__name__}: {exc}); see bench/render_docs.py")
+        return fallback.replace(header, header + "\n" + why, 1)
+
+
+def headline(name: str, runs: list[Run]) -> str:
+    try:
+        return renderer(name).headline(runs)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, ZeroDivisionError):
+        return GENERIC.headline(runs)
+
+
+def _section(name: str, runs: list[Run], r: Renderer) -> str:
     parts = [f"## {runs[-1]['title']}", run_header(name, runs), r.body(runs).strip()]
     if r.notes:
         notes = r.notes(runs).strip()
@@ -780,7 +802,7 @@ def render(results: Path = RESULTS) -> str:
     benches = load_all(results)
     overview = table(["benchmark", "results file", "latest run", "runs", "current figure"],
                      [[runs[-1]["title"], f"`{name}.json`", runs[-1]["date"], len(runs),
-                       renderer(name).headline(runs)] for name, runs in benches.items()], "lllrl")
+                       headline(name, runs)] for name, runs in benches.items()], "lllrl")
     sections = [section(name, runs, renderer(name)) for name, runs in benches.items()]
     return INTRO + "\n" + overview + "\n\n" + "\n".join(sections)
 

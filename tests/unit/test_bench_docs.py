@@ -91,6 +91,16 @@ def test_record_keeps_a_file_in_the_older_one_run_shape(sandbox):
     assert runs[0]["date"] == "2026-12-01 10:00 UTC"
 
 
+def test_a_renderer_that_fails_falls_back_to_the_generic_table(sandbox):
+    results, doc = sandbox
+    # serve_load.json has its own renderer, which needs figures["summary"]
+    _common.record("Serving under load, new shape", "printed\n", {"requests": 12}, "serve_load.json")
+    page = doc.read_text()
+    assert "## Serving under load, new shape" in page
+    assert "the renderer for `serve_load` failed on its runs (KeyError: 'summary')" in page
+    assert "| `requests` | 12 |" in page and "printed" in page
+
+
 def test_fallback_demotes_headings_of_a_runs_markdown():
     md = "## Held out: a\n\ntext\n\n```\n# not a heading\n```\n\n### deeper\n"
     out = render_docs.demote(md)
