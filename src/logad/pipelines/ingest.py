@@ -64,10 +64,11 @@ from logad.parsing.template_store import UNKNOWN_ID, TemplateMiner, TemplateStor
 from logad.ray_env import init_ray, prepare_ray_env
 from logad.sources.config import FixedGrouping, ParsingConfig, SessionGrouping, SourceConfig
 from logad.sources.files import (
+    DEFAULT_MAX_LINE_BYTES,
     SEGMENT_BYTES,
     InputFile,
     Shard,
-    list_inputs,
+    find_inputs,
     plan_shards,
     read_shard,
     resolve_fs,
@@ -91,10 +92,13 @@ class IngestSummary:
     source: str
     output: str
     files: int = 0
+    files_skipped: int = 0
     bytes_read: int = 0
     lines_read: int = 0
     empty_lines: int = 0
     lines_with_replaced_bytes: int = 0
+    lines_with_nul_bytes: int = 0
+    lines_too_long: int = 0
     lines_parsed: int = 0
     lines_malformed: int = 0
     lines_bad_timestamp: int = 0
@@ -109,6 +113,8 @@ class IngestSummary:
     templates: int = 0
     templates_mined: bool = True
     errors: list[dict] = field(default_factory=list)
+    warnings: list[dict] = field(default_factory=list)
+    line_problems: list[dict] = field(default_factory=list)  # per (file, kind): count, first lines
     nodes: dict[str, list[str]] = field(default_factory=dict)  # stage → ids of the Ray nodes that ran it
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -136,6 +142,8 @@ class _Tally:
         self.counts: dict[str, int] = {}
         self.errors: list[dict] = []
         self.nodes: dict[str, set[str]] = {}
+        self.warnings: list[dict] = []
+        self.line_problems: list[dict] = []  # as read (0-based, range-relative line numbers)
 
     def add(self, counts: dict[str, int], errors: list[dict] | None = None,
             where: list[tuple[str, str]] | None = None) -> None:
@@ -180,16 +188,20 @@ def _pack(shards: list[Shard], parallelism: int) -> list[list[Shard]]:
 
 def _read_counted(shards: list[Shard], encoding: str, batch_lines: int, tally: _Tally,
                   segment_bytes: int = SEGMENT_BYTES,
-                  ranges: list[tuple[int, int, int]] | None = None) -> Iterator[pa.Table]:
-    """Batches of lines of ``shards``, each batch's read counts added to ``tally``; for
-    each byte range of a plain file, (file index, start, lines in it) goes to ``ranges``
-    (its lines are numbered from its start until the driver adds the lines before it)."""
+                  ranges: list[tuple[int, int, int]] | None = None,
+                  max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Iterator[pa.Table]:
+    """Batches of lines of ``shards``, each batch's read counts, errors, warnings and line
+    problems added to ``tally``; for each byte range of a plain file, (file index, start,
+    lines in it) goes to ``ranges`` (its lines are numbered from its start until the
+    driver adds the lines before it)."""
     for shard in shards:
         lines = 0
         for table, stats in read_shard(shard, encoding=encoding, batch_lines=batch_lines,
-                                       segment_bytes=segment_bytes):
+                                       segment_bytes=segment_bytes, max_line_bytes=max_line_bytes):
             d = stats.to_dict()
             errors = d.pop("errors")
+            tally.warnings += d.pop("warnings")
+            tally.line_problems += d.pop("line_problems")
             lines += d["lines_read"]
             tally.add(d, errors)
             yield table
@@ -225,6 +237,30 @@ def _file_line_numbers(rows: pa.Table, bases: dict[int, tuple[list[int], list[in
             k = np.searchsorted(np.asarray(starts, np.int64), offs[sel], side="right") - 1
             no[sel] += np.asarray(before, np.int64)[np.maximum(k, 0)]
     return rows.set_column(rows.schema.get_field_index("line_no"), "line_no", pa.array(no, pa.int64()))
+
+
+def _line_problems(found: list[dict], files: list[InputFile],
+                   bases: dict[int, tuple[list[int], list[int]]]) -> list[dict]:
+    """Line problems as read (per shard) → one entry per (file, kind): the count, and the
+    first lines' 1-based numbers in their file and byte offsets, in file order."""
+    merged: dict[tuple[int, str], list] = {}
+    for p in found:
+        f = int(p["file_idx"])
+        offs = np.asarray(p["offsets"], np.int64)
+        nos = np.asarray(p["line_nos"], np.int64)
+        if f in bases and len(offs):
+            starts, before = bases[f]
+            k = np.searchsorted(np.asarray(starts, np.int64), offs, side="right") - 1
+            nos = nos + np.asarray(before, np.int64)[np.maximum(k, 0)]
+        rec = merged.setdefault((f, p["kind"]), [0, []])
+        rec[0] += int(p["count"])
+        rec[1] += list(zip(offs.tolist(), (nos + 1).tolist(), strict=True))
+    out = []
+    for (f, kind), (count, where) in sorted(merged.items()):
+        where = sorted(where)[:10]
+        out.append({"file": files[f].shown, "kind": kind, "count": count,
+                    "lines": [n for _, n in where], "offsets": [o for o, _ in where]})
+    return out
 
 
 def _raw_bytes(shards: list[Shard]) -> int:
@@ -279,6 +315,7 @@ _PARSED_SCHEMA = pa.schema([
                                            ("row_group", pa.int64())]))),
     pa.field("counts", pa.string()),
     pa.field("errors", pa.string()),
+    pa.field("problems", pa.string()),  # JSON: {"warnings": [...], "line_problems": [...]} (see _Tally)
     pa.field("node", pa.string()),
     pa.field("messages", pa.list_(pa.string())),
     pa.field("first", pa.list_(pa.int64())),
@@ -374,7 +411,7 @@ class _Parser:
         ranges: list[tuple[int, int, int]] = []
         size = n = 0
         for table in _read_counted(self.groups[g], self.encoding, self.batch_lines, tally, self.segment_bytes,
-                                   ranges):
+                                   ranges, self.config.max_line_bytes):
             rows = self._parse(table, tally, messages)
             if rows.num_rows:
                 held.append(rows)
@@ -388,6 +425,7 @@ class _Parser:
         masked, count = messages.ordered()
         return {"pieces": [dict(zip(("partition", "file", "row_group"), p, strict=True)) for p in pieces],
                 "counts": json.dumps(counts), "errors": json.dumps(errors), "node": _where("parse")[1],
+                "problems": json.dumps({"warnings": tally.warnings, "line_problems": tally.line_problems}),
                 "messages": masked, "first": [messages.first[m] for m in masked], "count": count,
                 "ranges": [list(r) for r in ranges]}
 
@@ -585,7 +623,8 @@ def run_ingest(
             them as one shuffle file.
     """
     t0 = time.perf_counter()
-    files = list_inputs(inputs)
+    listing = find_inputs(inputs)  # what a folder walk skipped goes to the summary
+    files = listing.files
     label_path = labels or (config.label_file() if config.labels.kind == "file" else None)
     label_map = load_label_file(label_path, config) if label_path else None
     if labels and config.labels.kind != "file":
@@ -603,6 +642,8 @@ def run_ingest(
         f"{len(shards)} shard(s) on {cpus} CPU(s)")
 
     tally = _Tally()
+    tally.add({"files_skipped": len(listing.errors)}, listing.errors)
+    tally.warnings += listing.warnings
     # Stage 1: parse every line once (one parser per CPU), assign windows and write the
     # lines split by window into shuffle partitions on disk, next to the output.
     parts = num_partitions or max(cpus, math.ceil(_raw_bytes(shards) / _PARTITION_BYTES))
@@ -637,6 +678,9 @@ def run_ingest(
     for r in parsed:
         ranges += [tuple(x) for x in r["ranges"]]
         tally.add(json.loads(r["counts"]), json.loads(r["errors"]), [("read", r["node"]), ("parse", r["node"])])
+        problems = json.loads(r["problems"])
+        tally.warnings += problems["warnings"]
+        tally.line_problems += problems["line_problems"]
         messages.collect(r["messages"], r["first"], r["count"])
         pieces += r["pieces"]
     del parsed
@@ -685,6 +729,8 @@ def run_ingest(
         if hasattr(summary, k):
             setattr(summary, k, int(v))
     summary.errors = sorted(errors, key=lambda e: (e["file"], e["offset"]))
+    summary.warnings = sorted(tally.warnings, key=lambda e: (e["file"], e["offset"]))
+    summary.line_problems = _line_problems(tally.line_problems, files, line_bases(ranges))
     summary.seconds["total"] = round(time.perf_counter() - t0, 3)
 
     _write_text(_join(output, "templates.json"), json.dumps(store.to_dict(), indent=1))
@@ -711,10 +757,13 @@ def summary_lines(s: IngestSummary) -> list[str]:
     out = [
         f"source {s.source} → {s.output}",
         f"  files read            {s.files:>12,}   bytes {s.bytes_read:,}",
+        f"  files skipped         {s.files_skipped:>12,}",
         f"  lines read            {s.lines_read:>12,}",
         f"  lines parsed          {s.lines_parsed:>12,}",
         f"  malformed (content only) {s.lines_malformed:>9,}",
         f"  undecodable bytes (replaced) {s.lines_with_replaced_bytes:>5,}",
+        f"  NUL bytes (removed)   {s.lines_with_nul_bytes:>12,}",
+        f"  too long (skipped)    {s.lines_too_long:>12,}",
         f"  empty lines skipped   {s.empty_lines:>12,}",
         f"  bad timestamps        {s.lines_bad_timestamp:>12,}",
         f"  unknown template (id 0) {s.lines_unknown_template:>10,}",
@@ -726,6 +775,17 @@ def summary_lines(s: IngestSummary) -> list[str]:
         f"  time                  {s.seconds.get('total', 0):>11.1f}s   ({s.lines_per_s():,.0f} lines/s)",
     ]
     for e in s.errors:
-        out.append(f"  ERROR {e['file']} at byte {e['offset']}: {e['error']}")
+        where = {"corrupt": "compressed byte ", "truncated": "compressed byte "}.get(e.get("kind", ""), "byte ")
+        out.append(f"  ERROR {e['file']} at {where}{e['offset']:,}: {e['error']}")
+    for e in s.warnings:
+        out.append(f"  WARNING {e['file']}: {e['warning']}")
+    for p in s.line_problems:
+        more = f" (first: {', '.join(map(str, p['lines']))})" if p["count"] > len(p["lines"]) else \
+            f" ({', '.join(map(str, p['lines']))})"
+        out.append(f"  {_PROBLEM_TEXT[p['kind']]}: {p['file']}, {p['count']:,} line(s){more}")
     return out
+
+
+_PROBLEM_TEXT = {"too_long": "lines too long, skipped", "replaced_bytes": "undecodable bytes replaced",
+                 "nul_bytes": "NUL bytes removed"}
 

@@ -19,6 +19,7 @@ Example (HDFS)::
 
 from __future__ import annotations
 
+import codecs
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -273,6 +274,12 @@ class SourceConfig(_Strict):
     description: str = Field("", description="Free text for people.")
     format: FormatConfig
     encoding: str = Field("utf-8", description="Text encoding; bad bytes are replaced and counted.")
+    max_line_bytes: int = Field(
+        1 << 20, ge=64, le=256 << 20,
+        description="Longest line read, in bytes (without its line break); a longer line is "
+        "skipped and counted with its file and line number. Memory per reader stays bounded "
+        "by it, whatever the input.",
+    )
     timestamp: TimestampConfig = Field(default_factory=TimestampConfig)
     labels: LabelConfig = Field(default_factory=LabelConfig)
     parsing: ParsingConfig = Field(default_factory=ParsingConfig)
@@ -280,6 +287,15 @@ class SourceConfig(_Strict):
     base_dir: str | None = Field(
         None, description="Set by the loader: the YAML's folder, for relative label paths."
     )
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, v: str) -> str:
+        try:
+            codecs.lookup(v)
+        except LookupError:
+            raise ValueError(f"unknown text encoding {v!r} (e.g. utf-8, latin-1, cp1252)") from None
+        return v
 
     @model_validator(mode="after")
     def _fields_exist(self) -> SourceConfig:

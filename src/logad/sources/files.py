@@ -8,14 +8,32 @@ files than readers, several readers share one stream (:func:`share_streams`):
 each decompresses all of it, which is cheap, and parses only its own
 segments of it, which is where the time goes.
 
-Nothing is lost silently: bytes that do not decode are replaced and the line
-counted; a corrupt compressed stream ends that file with an error naming the
-file and the compressed byte offset, and every line decoded before it is kept.
+Nothing is lost silently, and dirty input never stops a run:
+
+* bytes that do not decode are replaced (U+FFFD) and NUL bytes removed; such
+  lines are kept and counted, with their file and first line numbers;
+* a line longer than ``max_line_bytes`` is skipped and counted the same way,
+  and memory stays bounded whatever the line length (no line is ever held
+  whole beyond that size);
+* a file that is not text (binary data in its first 64 KiB) is skipped and
+  reported; a file whose name says ``.gz``/``.zst`` but whose bytes say
+  otherwise is read as what it is, with a warning;
+* a corrupt or truncated compressed stream ends that file with an error naming
+  the file and the compressed byte offset where decoding failed; every line
+  decoded before it is kept (the decompressor is fed 1 KiB at a time, so that
+  is everything up to the damaged block);
+* folder walks report dangling symbolic links, link loops, named pipes and
+  devices, and files reached twice through links (read once); a file that
+  cannot be read is reported and the others go on.
 """
 
 from __future__ import annotations
 
 import codecs
+import errno
+import functools
+import os
+import stat as stat_mod
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,10 +48,13 @@ import zstandard
 from logad.errors import DataError
 
 __all__ = [
+    "DEFAULT_MAX_LINE_BYTES",
     "LINES_SCHEMA",
     "InputFile",
+    "InputListing",
     "ReadStats",
     "Shard",
+    "find_inputs",
     "list_inputs",
     "plan_shards",
     "read_shard",
@@ -51,10 +72,27 @@ LINES_SCHEMA = pa.schema(
     ]
 )
 
+DEFAULT_MAX_LINE_BYTES = 1 << 20
+"""Longest line kept (bytes, without its line break); longer ones are skipped and counted."""
+
 _CHUNK_BYTES = 4 << 20
 # A stream shared by several readers is cut, at line breaks, into segments of about
 # this many (decompressed) bytes, dealt round-robin to the readers.
 SEGMENT_BYTES = 16 << 20
+# Compressed bytes read at a time, and fed to the decompressor at a time: small feeds
+# bound what one call can produce (a zstd block of zeros expands 40,000-fold) and what a
+# corrupt block can take with it, and cost nothing (they are even faster than 64 KiB).
+_COMPRESSED_CHUNK = 64 << 10
+_FEED_BYTES = 1 << 10
+# Lines (bytes) a batch holds at most, besides ``batch_lines``: long lines make short batches.
+_BATCH_BYTES = 32 << 20
+# What the text-or-binary test looks at: the first bytes of the (decompressed) file.
+_HEAD_BYTES = 64 << 10
+# Line numbers kept per (file, kind) of line problem; the counts are always complete.
+_EXAMPLES = 10
+
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass(frozen=True)
@@ -62,7 +100,7 @@ class InputFile:
     index: int
     uri: str            # as the user can read it (local path or URI)
     size: int
-    compression: str    # "none" | "gzip" | "zstd"
+    compression: str    # "none" | "gzip" | "zstd" (from the name; the bytes have the last word)
     input: str = ""     # the INPUT argument it was found under, as given
     path: str = ""      # the file as the user names it: INPUT as given, joined with the path inside it
 
@@ -97,6 +135,12 @@ class Shard:
         return self.start == 0 and self.end is None and self.parts == 1
 
     @property
+    def speaks_for_file(self) -> bool:
+        """Whether this shard reports what concerns the whole file (skipped, binary,
+        misnamed): the first range or reader; the others stay quiet about it."""
+        return self.start == 0 and self.part == 0
+
+    @property
     def size(self) -> int:
         """This shard's share of the file's (stored) bytes."""
         return ((self.end or self.file.size) - self.start) // self.parts
@@ -108,24 +152,68 @@ class Shard:
         return self.size if self.file.compression == "none" else self.size * 5
 
 
+_COUNTS = ("files", "files_skipped", "bytes_read", "lines_read", "lines_with_replaced_bytes",
+           "lines_with_nul_bytes", "lines_too_long", "empty_lines")
+
+
 @dataclass
 class ReadStats:
+    """What reading a shard found, batch by batch.
+
+    ``errors`` are file-level problems that cost lines (a file skipped, or the rest
+    of it after a corrupt frame): ``{file, kind, offset, error}``. ``warnings`` are
+    file-level problems that cost nothing (a misnamed compressed file, a file reached
+    twice): ``{file, kind, offset, warning}``. ``problems`` are line-level, per
+    (file index, kind): ``[count, offsets, 0-based line numbers]`` of the first
+    ``_EXAMPLES`` lines; kinds ``too_long`` (skipped), ``replaced_bytes`` and
+    ``nul_bytes`` (kept, repaired).
+    """
+
     files: int = 0
+    files_skipped: int = 0
     bytes_read: int = 0
     lines_read: int = 0
     lines_with_replaced_bytes: int = 0
+    lines_with_nul_bytes: int = 0
+    lines_too_long: int = 0
     empty_lines: int = 0
     errors: list[dict] = field(default_factory=list)
+    warnings: list[dict] = field(default_factory=list)
+    problems: dict[tuple[int, str], list] = field(default_factory=dict)
+
+    def note(self, file_idx: int, kind: str, offsets: np.ndarray, line_nos: np.ndarray) -> None:
+        """Count lines of one kind of problem, keeping the first few positions."""
+        rec = self.problems.setdefault((file_idx, kind), [0, [], []])
+        rec[0] += len(offsets)
+        room = _EXAMPLES - len(rec[1])
+        if room > 0:
+            rec[1] += [int(x) for x in offsets[:room]]
+            rec[2] += [int(x) for x in line_nos[:room]]
+
+    def error(self, f: InputFile, kind: str, offset: int, message: str) -> None:
+        self.errors.append({"file": f.shown, "kind": kind, "offset": int(offset), "error": message})
+
+    def warn(self, f: InputFile, kind: str, offset: int, message: str) -> None:
+        self.warnings.append({"file": f.shown, "kind": kind, "offset": int(offset), "warning": message})
 
     def to_dict(self) -> dict:
-        return {
-            "files": self.files,
-            "bytes_read": self.bytes_read,
-            "lines_read": self.lines_read,
-            "lines_with_replaced_bytes": self.lines_with_replaced_bytes,
-            "empty_lines": self.empty_lines,
-            "errors": list(self.errors),
-        }
+        out: dict = {k: getattr(self, k) for k in _COUNTS}
+        out["errors"] = list(self.errors)
+        out["warnings"] = list(self.warnings)
+        out["line_problems"] = [
+            {"file_idx": f, "kind": kind, "count": c, "offsets": list(o), "line_nos": list(n)}
+            for (f, kind), (c, o, n) in self.problems.items()
+        ]
+        return out
+
+    def flush(self) -> ReadStats:
+        """A copy of what was gathered since the last flush; this one starts again."""
+        out = ReadStats(**{k: getattr(self, k) for k in _COUNTS}, errors=self.errors, warnings=self.warnings,
+                        problems=self.problems)
+        for k in _COUNTS:
+            setattr(self, k, 0)
+        self.errors, self.warnings, self.problems = [], [], {}
+        return out
 
 
 def resolve_fs(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -147,23 +235,57 @@ def _compression_of(name: str) -> str:
     return "none"
 
 
+def _codec_of(head: bytes) -> str:
+    """The compression the first bytes of a file show: a zstd frame (or skippable
+    frame), a gzip member, or neither."""
+    if head[:4] == _ZSTD_MAGIC or (len(head) >= 4 and head[1:4] == b"\x2a\x4d\x18" and 0x50 <= head[0] <= 0x5F):
+        return "zstd"
+    if head[:2] == _GZIP_MAGIC:
+        return "gzip"
+    return "none"
+
+
 def _join(uri: str, fs_base: str, fs_path: str) -> str:
     """Turn a path found under ``fs_base`` back into the user's form of ``uri``."""
     rel = fs_path[len(fs_base):].lstrip("/")
     return uri.rstrip("/") + "/" + rel
 
 
-def list_inputs(inputs: list[str]) -> list[InputFile]:
+@dataclass
+class InputListing:
+    """The files to read, and what a folder walk skipped or merged, as run-summary
+    entries (``errors``: not read; ``warnings``: read, with a remark)."""
+
+    files: list[InputFile]
+    errors: list[dict] = field(default_factory=list)
+    warnings: list[dict] = field(default_factory=list)
+
+
+_KIND_OF_MODE = {stat_mod.S_IFIFO: "a named pipe", stat_mod.S_IFSOCK: "a socket",
+                 stat_mod.S_IFCHR: "a character device", stat_mod.S_IFBLK: "a block device"}
+
+
+def find_inputs(inputs: list[str]) -> InputListing:
     """Expand files and folders (recursively) into an ordered list of input files.
 
-    Hidden files (names starting with '.') inside folders are skipped.
+    Hidden files (names starting with '.') inside folders are skipped. Local
+    folders are walked following symbolic links, each folder and file once
+    (a link to a folder already walked, or a second name of a file, is a
+    warning); dangling links, link loops, named pipes, sockets and devices found
+    in a folder are reported and skipped.
 
     Raises:
-        DataError: an input does not exist, or no file was found.
+        DataError: an input does not exist or is not a file or folder, or no file
+            was found.
     """
+    listing = InputListing([])
     found: list[tuple[str, int, str, str]] = []  # (uri, size, input, path as the user names it)
+    seen: dict[tuple[int, int], list] = {}       # (device, inode) of local files → [path shown, added]
     for uri in inputs:
         fs, path = resolve_fs(uri)
+        if isinstance(fs, pafs.LocalFileSystem):
+            _find_local(uri, path, found, listing, seen)
+            continue
         info = fs.get_file_info(path)
         if info.type == pafs.FileType.NotFound:
             raise DataError(f"input {uri} does not exist")
@@ -173,27 +295,130 @@ def list_inputs(inputs: list[str]) -> list[InputFile]:
                 (i for i in infos if i.type == pafs.FileType.File and not i.base_name.startswith(".")),
                 key=lambda i: i.path,
             )
-            base = uri if "://" in uri else path
             for i in files:
-                found.append((_join(base, path, i.path), i.size, uri, _join(uri, path, i.path)))
+                found.append((_join(uri, path, i.path), i.size, uri, _join(uri, path, i.path)))
         else:
-            found.append((uri if "://" in uri else path, info.size, uri, uri))
+            found.append((uri, info.size, uri, uri))
     if not found:
         raise DataError(f"no input files found in {inputs}")
-    return [InputFile(k, u, s, _compression_of(u), given, shown) for k, (u, s, given, shown) in enumerate(found)]
+    listing.files = [InputFile(k, u, s, _compression_of(u), given, shown)
+                     for k, (u, s, given, shown) in enumerate(found)]
+    return listing
+
+
+def list_inputs(inputs: list[str]) -> list[InputFile]:
+    """The files of :func:`find_inputs` (what a walk skipped is dropped)."""
+    return find_inputs(inputs).files
+
+
+def _find_local(uri: str, path: str, found: list, listing: InputListing, seen: dict) -> None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise DataError(f"input {uri} does not exist") from None
+    except OSError as exc:
+        raise DataError(f"cannot open input {uri}: {exc.strerror}") from exc
+    if stat_mod.S_ISREG(st.st_mode):
+        _add_local(path, st, uri, uri, found, listing, seen)
+        return
+    if not stat_mod.S_ISDIR(st.st_mode):
+        what = _KIND_OF_MODE.get(stat_mod.S_IFMT(st.st_mode), "not a regular file")
+        raise DataError(f"input {uri} is {what}, not a file or folder: copy it to a file first")
+    entries: list[tuple[str, os.stat_result]] = []
+    walked: dict[tuple[int, int], str] = {}
+
+    def shown(p: str) -> str:
+        return _join(uri, path, p) if p != path else uri
+
+    def walk(folder: str, fst: os.stat_result) -> None:
+        walked[(fst.st_dev, fst.st_ino)] = folder
+        try:
+            with os.scandir(folder) as it:
+                names = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            listing.errors.append({"file": shown(folder), "kind": "unreadable", "offset": 0,
+                                   "error": f"cannot list this folder ({exc.strerror}): skipped"})
+            return
+        for e in names:
+            p = e.path
+            if e.name.startswith(".") and not e.is_dir():
+                continue  # hidden files (an editor's lock link among them) are not logs
+            try:
+                est = os.stat(p)  # follows links
+            except FileNotFoundError:
+                if e.is_symlink():
+                    listing.errors.append({"file": shown(p), "kind": "dangling_link", "offset": 0,
+                                           "error": f"dangling symbolic link to {os.readlink(p)}: skipped"})
+                else:
+                    listing.errors.append({"file": shown(p), "kind": "unreadable", "offset": 0,
+                                           "error": "removed while the folder was listed: skipped"})
+                continue
+            except OSError as exc:
+                kind = "link_loop" if exc.errno == errno.ELOOP else "unreadable"
+                listing.errors.append({"file": shown(p), "kind": kind, "offset": 0,
+                                       "error": f"cannot open ({exc.strerror}): skipped"})
+                continue
+            if stat_mod.S_ISDIR(est.st_mode):
+                first = walked.get((est.st_dev, est.st_ino))
+                if first is not None:
+                    listing.warnings.append({"file": shown(p), "kind": "link_loop", "offset": 0,
+                                             "warning": f"the folder {shown(first)} again (a symbolic link): "
+                                             "not walked twice"})
+                    continue
+                walk(p, est)
+            elif stat_mod.S_ISREG(est.st_mode):
+                entries.append((p, est))
+            else:
+                what = _KIND_OF_MODE.get(stat_mod.S_IFMT(est.st_mode), "not a regular file")
+                listing.errors.append({"file": shown(p), "kind": "not_regular", "offset": 0,
+                                       "error": f"{what}, not a regular file: skipped"})
+
+    walk(path, st)
+    # a file with several names here is read under its own (not a link's), the first in order
+    for p, est in sorted(entries, key=lambda x: (os.path.islink(x[0]), x[0])):
+        seen.setdefault((est.st_dev, est.st_ino), [shown(p), False])
+    for p, est in sorted(entries, key=lambda x: x[0]):
+        _add_local(p, est, uri, shown(p), found, listing, seen)
+
+
+def _add_local(p: str, st: os.stat_result, given: str, shown: str, found: list, listing: InputListing,
+               seen: dict) -> None:
+    """Add a local file unless it is read under another name (``seen``: (device, inode)
+    → [the name it is read under, whether it is added yet])."""
+    rec = seen.setdefault((st.st_dev, st.st_ino), [shown, False])
+    if rec[1] or rec[0] != shown:
+        listing.warnings.append({"file": shown, "kind": "duplicate", "offset": 0,
+                                 "warning": f"the same file as {rec[0]} (another name of it): read once"})
+        return
+    rec[1] = True
+    found.append((p, st.st_size, given, shown))
 
 
 def plan_shards(files: list[InputFile], *, shard_bytes: int = 64 << 20, split_plain: bool = True) -> list[Shard]:
-    """Cut plain files into byte ranges of about ``shard_bytes``; others stay whole."""
+    """Cut plain files into byte ranges of about ``shard_bytes``; others stay whole.
+
+    A big file with a plain name is only cut when its first bytes are not a gzip
+    or zstd header (a rotated log compressed without its suffix is read whole,
+    decompressed).
+    """
     shards: list[Shard] = []
     for f in files:
-        if f.compression != "none" or not split_plain or f.size <= shard_bytes:
+        if f.compression != "none" or not split_plain or f.size <= shard_bytes or _looks_compressed(f):
             shards.append(Shard(f))
             continue
         starts = list(range(0, f.size, shard_bytes))
         for a, b in zip(starts, starts[1:] + [None], strict=True):
             shards.append(Shard(f, a, b))
     return shards
+
+
+def _looks_compressed(f: InputFile) -> bool:
+    try:
+        fs, path = resolve_fs(f.uri)
+        with fs.open_input_stream(path, compression=None) as fh:
+            return _codec_of(fh.read(4)) != "none"
+    except (OSError, DataError):
+        return False  # the reader reports it
 
 
 def share_streams(shards: list[Shard], readers: int, *, segment_bytes: int = SEGMENT_BYTES) -> list[Shard]:
@@ -218,39 +443,71 @@ def share_streams(shards: list[Shard], readers: int, *, segment_bytes: int = SEG
     return out
 
 
+class _StreamError(Exception):
+    """Reading stopped: ``kind`` corrupt | truncated | unreadable, at byte ``offset``
+    (compressed for a compressed file)."""
+
+    def __init__(self, kind: str, offset: int, message: str) -> None:
+        super().__init__(message)
+        self.kind, self.offset = kind, offset
+
+
 def read_shard(
-    shard: Shard, *, encoding: str = "utf-8", batch_lines: int = 65536, segment_bytes: int = SEGMENT_BYTES
+    shard: Shard, *, encoding: str = "utf-8", batch_lines: int = 65536, segment_bytes: int = SEGMENT_BYTES,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
 ) -> Iterator[tuple[pa.Table, ReadStats]]:
     """Yield (lines table, stats of this batch) for one shard, streaming.
 
-    The last batch's stats also carry any read error of the file. Offsets and
-    line numbers are the same whichever way a file is cut into shards (line
-    numbers are -1 inside a byte range that does not start the file).
+    Offsets and line numbers are the same whichever way a file is cut into
+    shards (in a byte range, line numbers count from the range's start; the
+    driver adds the lines before it). Memory is bounded by the chunk size, the
+    batch size and ``max_line_bytes``, whatever the input.
     """
     f = shard.file
-    fs, path = resolve_fs(f.uri)
-    stats = ReadStats(files=1 if shard.start == 0 and shard.part == 0 else 0)
+    stats = ReadStats()
     fh = None
     try:
-        if f.compression == "none":
-            fh = fs.open_input_file(path)
-            first = _line_start(fh, shard.start)
-            chunks = _plain_chunks(fh)
-        else:
-            fh = fs.open_input_stream(path, compression=None)
-            first = 0
-            chunks = _decompressed_chunks(fh, f.compression)
-        if shard.parts == 1:
-            yield from _read_lines(chunks, shard, first, encoding, batch_lines, stats)
+        try:
+            fs, path = resolve_fs(f.uri)
+            if shard.whole or shard.parts > 1:
+                fh = fs.open_input_stream(path, compression=None)
+                first = fh.read(_COMPRESSED_CHUNK)
+                codec = _codec_of(first)
+                pos: int | None = 0
+                chunks = _plain_chunks(fh, first) if codec == "none" else _decompressed_chunks(fh, codec, first)
+                head, chunks = _peek(chunks, _HEAD_BYTES)
+            else:  # a byte range of a plain file: judged by the file's head, like the others
+                fh = fs.open_input_file(path)
+                codec = "none"
+                head = fh.read_at(min(_HEAD_BYTES, f.size), 0)
+                pos = _line_start(fh, shard.start, shard.end)
+                chunks = _plain_chunks(fh, b"", pos or 0)
+        except (OSError, DataError) as exc:
+            if shard.speaks_for_file:
+                stats.files_skipped = 1
+                stats.error(f, "unreadable", 0, f"cannot read: {exc}")
+            yield _empty_table(), stats.flush()
             return
-        for pos, line_no, data, error in _own_segments(chunks, shard.part, shard.parts, segment_bytes):
-            if error is not None:  # the lines before the corrupt data are this reader's
-                data = data[: data.rfind(b"\n") + 1]
-                stats.errors.append({"file": f.uri, "offset": error.offset, "error": str(error)})
-            yield from _read_lines(iter((data,)), shard, pos, encoding, batch_lines, stats, line_no=line_no)
-    except OSError as exc:  # an unreadable file: report it and let the others go on
-        stats.errors.append({"file": f.uri, "offset": 0, "error": f"cannot read: {exc}"})
-        yield _empty_table(), _flush(stats)
+        named = {"none": "a plain name", "gzip": "a .gz name", "zstd": "a .zst name"}[f.compression]
+        why = _not_text(head, encoding)
+        if why:
+            if shard.speaks_for_file:
+                stats.files_skipped = 1
+                note = f"; it has {named} but no {f.compression} header" if codec != f.compression else ""
+                stats.error(f, "binary", 0, f"not a text file ({why}{note}): skipped")
+            yield _empty_table(), stats.flush()
+            return
+        if shard.speaks_for_file:
+            stats.files = 1
+            if codec != f.compression and head:
+                what = {"none": "plain text", "gzip": "gzip data", "zstd": "zstd data"}[codec]
+                stats.warn(f, "misnamed", 0, f"{what} under {named}: read as {what}")
+        if pos is None:  # a byte range in which no line starts
+            yield _empty_table(), stats.flush()
+            return
+        events = chunks if shard.parts == 1 else _own_segments(chunks, shard.part, shard.parts, segment_bytes)
+        cutter = _LineCutter(pos, 0, max_line_bytes, shard.end)
+        yield from _batches(events, cutter, f, encoding, batch_lines, stats)
     finally:
         if fh is not None:
             fh.close()
@@ -260,200 +517,448 @@ def _empty_table() -> pa.Table:
     return LINES_SCHEMA.empty_table()
 
 
-class _Corrupt(Exception):
-    def __init__(self, offset: int, message: str) -> None:
-        super().__init__(message)
-        self.offset = offset
+def _peek(chunks: Iterator[bytes], n: int) -> tuple[bytes, Iterator[bytes]]:
+    """The first ``n`` bytes of ``chunks`` (fewer at its end or where reading fails)
+    and an iterator that still yields everything, the failure included."""
+    got: list[bytes] = []
+    size = 0
+    failure: _StreamError | None = None
+    try:
+        while size < n:
+            c = next(chunks, None)
+            if c is None:
+                break
+            got.append(c)
+            size += len(c)
+    except _StreamError as exc:
+        failure = exc
+
+    def again() -> Iterator[bytes]:
+        yield from got
+        if failure is not None:
+            raise failure
+        yield from chunks
+
+    return b"".join(got)[:n], again()
 
 
-def _plain_chunks(fh) -> Iterator[bytes]:
-    while chunk := fh.read(_CHUNK_BYTES):
+@functools.lru_cache(maxsize=32)
+def _ascii_compatible(encoding: str) -> bool:
+    """Whether ASCII bytes (NUL and the line break too) mean themselves in ``encoding``."""
+    try:
+        return "A\n\x00".encode(encoding) == b"A\n\x00"
+    except (LookupError, UnicodeError):
+        return False
+
+
+_CONTROL = np.zeros(256, dtype=bool)
+_CONTROL[[*range(1, 8), *range(14, 27), *range(28, 32), 127]] = True  # not \t \n \v \f \r \b ESC, not NUL
+
+
+def _not_text(head: bytes, encoding: str) -> str | None:
+    """Why the first bytes of a file say it is not text, or None.
+
+    NUL bytes are left out of the judgement (a log after a crash often holds runs
+    of them, and they are removed from lines anyway); of the other bytes, more
+    than 5 % control characters, or (UTF-8) more than 30 % control characters
+    and undecodable bytes together, is binary data: random or compressed bytes
+    score about 10 % and 50 %, logs 0.
+    """
+    if not head or not _ascii_compatible(encoding):
+        return None
+    data = np.frombuffer(head, np.uint8)
+    data = data[data != 0]
+    if len(data) < 64:
+        return None
+    control = int(_CONTROL[data].sum())
+    if control > 0.05 * len(data):
+        return f"{control / len(data):.0%} control bytes in its first {len(head):,} bytes"
+    if codecs.lookup(encoding).name == "utf-8":
+        body = bytes(data)
+        bad = body.decode("utf-8", errors="replace").count("\ufffd") - body.decode(
+            "utf-8", errors="ignore").count("\ufffd")
+        if control + bad > 0.3 * len(data):
+            return f"{(control + bad) / len(data):.0%} undecodable or control bytes in its first {len(head):,} bytes"
+    return None
+
+
+class _Prefixed:
+    """A stream with some bytes already read from it."""
+
+    def __init__(self, fh, first: bytes) -> None:
+        self.fh, self.first = fh, first
+
+    def read(self, n: int) -> bytes:
+        if self.first:
+            out, self.first = self.first, b""
+            return out
+        return self.fh.read(n)
+
+
+def _plain_chunks(fh, first: bytes = b"", pos: int = 0) -> Iterator[bytes]:
+    if first:
+        pos += len(first)
+        yield first
+    while True:
+        try:
+            chunk = fh.read(_CHUNK_BYTES)
+        except OSError as exc:
+            raise _StreamError("unreadable", pos, f"reading failed: {exc}") from exc
+        if not chunk:
+            return
+        pos += len(chunk)
         yield chunk
 
 
-_COMPRESSED_CHUNK = 64 << 10
+def _decompressed_chunks(fh, compression: str, first: bytes = b"") -> Iterator[bytes]:
+    """Decompress frame by frame (zstd) or member by member (gzip), feeding 1 KiB at a
+    time and yielding about 4 MiB at a time.
 
-
-def _decompressed_chunks(fh, compression: str) -> Iterator[bytes]:
-    """Decompress frame by frame (zstd) or member by member (gzip), 64 KiB at a time.
-
-    A corrupt frame raises :class:`_Corrupt` with the compressed offset of the
-    chunk where decoding failed; everything decoded before it has been yielded.
+    A corrupt frame raises :class:`_StreamError` with the compressed offset of the
+    feed where decoding failed, and a stream that ends inside a frame (a truncated
+    file) one with the file's size; everything decoded before is yielded first.
     """
     def new():
         if compression == "zstd":
             return zstandard.ZstdDecompressor().decompressobj()
         return zlib.decompressobj(wbits=31)
 
-    dobj, pos, pending, fed = new(), 0, b"", False
+    src = _Prefixed(fh, first)
+    unit = "frame" if compression == "zstd" else "member"
+    dobj, pos, fed = new(), 0, False
+    out: list[bytes] = []
+    size = 0
     while True:
-        data = pending or fh.read(_COMPRESSED_CHUNK)
-        pending = b""
+        try:
+            data = src.read(_COMPRESSED_CHUNK)
+        except OSError as exc:
+            if out:
+                yield b"".join(out)
+            raise _StreamError("unreadable", pos, f"reading failed: {exc}; the rest of the file is not read") from exc
         if not data:
             break
-        fed = True
-        try:
-            out = dobj.decompress(data)
-        except (zstandard.ZstdError, zlib.error) as exc:
-            raise _Corrupt(pos, f"corrupt {compression} data: {exc}") from exc
-        if dobj.eof:
-            rest = dobj.unused_data
-            if len(rest) == len(data) and not out:  # nothing consumed: not a frame at all
-                raise _Corrupt(pos, f"corrupt {compression} data: no valid frame at this offset")
-            pos += len(data) - len(rest)
-            pending = rest
-            dobj, fed = new(), False
-        else:
-            pos += len(data)
-        if out:
-            yield out
+        for i in range(0, len(data), _FEED_BYTES):
+            piece = data[i:i + _FEED_BYTES]
+            while piece:
+                try:
+                    got = dobj.decompress(piece)
+                except (zstandard.ZstdError, zlib.error) as exc:
+                    if out:
+                        yield b"".join(out)
+                    what = f"no {compression} {unit} starts here" if not fed else str(exc)
+                    raise _StreamError("corrupt", pos, f"corrupt {compression} data ({what}): the rest of the "
+                                       "file is not read") from exc
+                fed = True
+                if got:
+                    out.append(got)
+                    size += len(got)
+                if dobj.eof:
+                    rest = dobj.unused_data
+                    if len(rest) == len(piece) and not got:  # nothing consumed: not a frame at all
+                        if out:
+                            yield b"".join(out)
+                        raise _StreamError("corrupt", pos, f"corrupt {compression} data (no {compression} {unit} "
+                                           "starts here): the rest of the file is not read")
+                    pos += len(piece) - len(rest)
+                    piece = rest
+                    dobj, fed = new(), False
+                else:
+                    pos += len(piece)
+                    piece = b""
+                if size >= _CHUNK_BYTES:
+                    yield b"".join(out)
+                    out, size = [], 0
+    if out:
+        yield b"".join(out)
     if fed and not dobj.eof:
-        raise _Corrupt(pos, f"corrupt {compression} data: the stream ends in the middle of a frame")
+        raise _StreamError("truncated", pos, f"the {compression} stream ends in the middle of a {unit}: the file "
+                           "is truncated; its last partial line is dropped")
 
 
 def _own_segments(chunks: Iterator[bytes], part: int, parts: int, segment_bytes: int):
-    """This reader's segments of a shared stream: (offset, first line number, bytes, error).
+    """This reader's share of a shared stream: its bytes, and ``(offset, line number)``
+    where each of its segments after the first starts.
 
-    The stream is cut after the first line break once a segment holds
-    ``segment_bytes``, the same way in every reader; segment ``j`` goes to reader
-    ``j % parts``. Other readers' segments are only counted (bytes and line
-    breaks), never copied. A corrupt stream ends the segment it is in, which
-    its owner gets with the error (and only its whole lines).
+    The stream is cut after the last line break of the chunk in which a segment
+    reaches ``segment_bytes``, the same way in every reader; segment ``j`` goes to
+    reader ``j % parts``. Other readers' segments are only counted (bytes and line
+    breaks), never held, so a stream without line breaks costs no memory. A read
+    error ends the stream for every reader; the owner of the segment it is in
+    reports it.
     """
-    j = pos = line_no = size = 0
-    held: list[bytes] = []
-    error: _Corrupt | None = None
+    j = pos = lines = size = 0  # segment j starts at byte pos, line `lines`; size: its bytes so far
+    mine = part == 0
     try:
         for chunk in chunks:
-            held.append(chunk)
             size += len(chunk)
-            if size < segment_bytes:
+            cut = chunk.rfind(b"\n") + 1 if size >= segment_bytes else 0
+            if not cut:  # no line break, or the segment is not full yet: it grows
+                if mine:
+                    yield chunk
+                lines += chunk.count(b"\n")
                 continue
-            cut = chunk.rfind(b"\n") + 1
-            if not cut:  # no line break in this chunk: the segment grows
-                continue
-            rest = chunk[cut:]
-            held[-1] = chunk[:cut]
-            if j % parts == part:
-                data = b"".join(held)
-                yield pos, line_no, data, None
-                line_no += data.count(b"\n")
-            else:
-                line_no += sum(c.count(b"\n") for c in held)
+            head, rest = chunk[:cut], chunk[cut:]
+            if mine:
+                yield head
+            lines += head.count(b"\n")
             pos += size - len(rest)
             j += 1
-            held, size = ([rest] if rest else []), len(rest)
-    except _Corrupt as exc:
-        error = exc
-    if j % parts == part and (held or error is not None):
-        yield pos, line_no, b"".join(held), error
+            mine = j % parts == part
+            size = len(rest)
+            if mine:
+                yield (pos, lines)
+                if rest:
+                    yield rest
+    except _StreamError:
+        if mine:
+            raise
 
 
-def _line_start(fh: pa.NativeFile, start: int) -> int:
-    """Position ``fh`` at the first line that starts at or after ``start``; return it."""
+def _line_start(fh: pa.NativeFile, start: int, end: int | None) -> int | None:
+    """The offset of the first line that starts at or after ``start`` (and before
+    ``end``), or None where none does: a range inside one long line ends its scan at
+    ``end``, never at the line's end."""
     if start == 0:
+        fh.seek(0)
         return 0
-    fh.seek(start - 1)
-    skipped = 0
-    while True:
+    pos = start - 1
+    fh.seek(pos)
+    while end is None or pos < end:
         chunk = fh.read(1 << 16)
         if not chunk:
-            break
+            return None
         i = chunk.find(b"\n")
         if i >= 0:
-            first = start - 1 + skipped + i + 1
+            first = pos + i + 1
+            if end is not None and first >= end:
+                return None
             fh.seek(first)
             return first
-        skipped += len(chunk)
-    first = start - 1 + skipped
-    fh.seek(first)
-    return first
+        pos += len(chunk)
+    return None
 
 
-def _read_lines(chunks, shard: Shard, pos: int, encoding: str, batch_lines: int, stats: ReadStats,
-                line_no: int | None = None):
-    # Lines are cut at b"\n" over whole chunks (numpy finds the breaks, one Arrow binary
-    # array holds the lines) and decoded per batch: no Python object per line in UTF-8
-    f = shard.file
-    end = shard.end
-    if line_no is None:
-        # a byte range counts from its own start: the driver adds the lines of the ranges
-        # before it once every range is read (see :func:`line_bases`)
-        line_no = 0
-    leftover = b""
-    pend: list[pa.Array] = []
-    pend_off: list[np.ndarray] = []
-    pend_n = 0
-    done = False
-    while not done:
-        try:
-            chunk = next(chunks, b"")
-        except _Corrupt as exc:
-            stats.errors.append({"file": f.uri, "offset": exc.offset, "error": str(exc)})
-            chunk = b""
-            leftover = b""  # a cut-off partial line is not a line
-        if not chunk:
-            buf = leftover + b"\n" if leftover else b""  # a last line without a line break
-            leftover = b""
-            done = True
-        else:
-            buf = leftover + chunk
-        if not buf:
-            continue
-        data = np.frombuffer(buf, np.uint8)
-        nl = np.flatnonzero(data == 10)
+class _LineCutter:
+    """Cuts a byte stream into lines (at ``\\n``), streaming, in bounded memory.
+
+    :meth:`feed` returns pieces of whole lines: (an Arrow binary array of the lines
+    with their breaks, their offsets, their 0-based numbers, whether a NUL byte is
+    in them). A line is too long when it holds more than ``max_line_bytes`` bytes
+    besides its NUL bytes (a run of NULs written by a crash does not cost the line
+    after it). A line too long is never held: its bytes are dropped as they come,
+    and it is listed in :attr:`long` as (offset, number, length) once its end is
+    found. With ``end``, lines that start at or after it belong to the next byte
+    range: :attr:`done` turns true there.
+    """
+
+    def __init__(self, pos: int, line_no: int, max_line_bytes: int, end: int | None = None) -> None:
+        self.pos, self.line_no = pos, line_no   # where the line in progress starts, and its number
+        self.max, self.end = max_line_bytes, end
+        self.partial = b""        # the line in progress (when not too long), NUL bytes maybe taken out
+        self.gap = 0              # NUL bytes taken out of ``partial``
+        self.skipped = -1         # bytes of the line in progress, when it is too long (else -1)
+        self.long: list[tuple[int, int, int]] = []
+        self.done = end is not None and pos >= end
+
+    def jump(self, pos: int, line_no: int) -> None:
+        """Go on at another place of the stream (the next segment of a shared stream;
+        the previous one ended with a line break)."""
+        self.pos, self.line_no, self.partial, self.gap, self.skipped = pos, line_no, b"", 0, -1
+
+    def feed(self, chunk: bytes) -> list[tuple[pa.Array, np.ndarray, np.ndarray, bool]]:
+        if self.done or not chunk:
+            return []
+        if self.skipped >= 0:
+            i = chunk.find(b"\n")
+            if i < 0:
+                self.skipped += len(chunk)
+                return []
+            self._long_line_ends(self.skipped + i)
+            chunk = chunk[i + 1:]
+            if self.done or not chunk:
+                return []
+        buf = self.partial + chunk if self.partial else chunk
+        gap, self.partial, self.gap = self.gap, b"", 0
+        nl = np.flatnonzero(np.frombuffer(buf, np.uint8) == 10)
         if not len(nl):
-            leftover = buf
-            continue
+            self._hold(buf, gap)
+            return []
+        cut = int(nl[-1]) + 1
+        piece = self._piece(buf, nl, gap)
+        self.pos += cut + gap
+        self.line_no += len(nl)
+        if self.end is not None and self.pos >= self.end:
+            self.done = True
+        if not self.done:
+            self._hold(buf[cut:], 0)
+        return [piece] if piece is not None else []
+
+    def finish(self) -> list[tuple[pa.Array, np.ndarray, np.ndarray, bool]]:
+        """The stream ended: its last line, if it has no line break."""
+        if self.done:
+            return []
+        if self.skipped >= 0:
+            self._long_line_ends(self.skipped)
+            return []
+        if not self.partial:
+            return []
+        buf, gap, self.partial, self.gap = self.partial + b"\n", self.gap, b"", 0
+        piece = self._piece(buf, np.array([len(buf) - 1]), gap)
+        self.done = True
+        return [piece] if piece is not None else []
+
+    def drop(self) -> None:
+        """The stream broke off: the line in progress was cut short and is not a line."""
+        self.partial, self.gap, self.skipped, self.done = b"", 0, -1, True
+
+    def _hold(self, rest: bytes, gap: int) -> None:
+        """Keep the start of the line in progress, NUL bytes taken out where they make it
+        long; or, where it is too long even without them, only count its bytes."""
+        if len(rest) > self.max:
+            nuls = rest.count(b"\x00")
+            if len(rest) - nuls > self.max:
+                self.skipped = len(rest) + gap
+                return
+            # one NUL stays, so that the line is still counted as one that had them
+            rest, gap = b"\x00" + rest.replace(b"\x00", b""), gap + nuls - 1
+        self.partial, self.gap = rest, gap
+
+    def _long_line_ends(self, length: int) -> None:
+        self.long.append((self.pos, self.line_no, length))
+        self.pos += length + 1
+        self.line_no += 1
+        self.skipped = -1
+        if self.end is not None and self.pos >= self.end:
+            self.done = True
+
+    def _piece(self, buf: bytes, nl: np.ndarray, gap: int):
+        """The lines of ``buf`` up to its last break; the first one had ``gap`` NUL bytes
+        taken out of it."""
         cut = int(nl[-1]) + 1
         starts = np.concatenate(([0], nl[:-1] + 1)).astype(np.int64)
+        lens = nl.astype(np.int64) - starts  # without the line break
+        has_nul = buf.find(b"\x00", 0, cut) >= 0
+        if has_nul:  # a line's length is its bytes besides NULs
+            lens -= np.add.reduceat((np.frombuffer(buf, np.uint8, count=cut) == 0).astype(np.int64), starts)
+        offs = self.pos + starts
+        offs[1:] += gap
+        nums = self.line_no + np.arange(len(nl), dtype=np.int64)
+        keep = len(nl)
+        if self.end is not None and offs[-1] >= self.end:
+            keep = int(np.searchsorted(offs, self.end, side="left"))
+            self.done = True
         bounds = np.concatenate((starts, [cut])).astype(np.int32)
-        lines = pa.Array.from_buffers(pa.binary(), len(starts), [None, pa.py_buffer(bounds), pa.py_buffer(buf[:cut])])
-        leftover = buf[cut:]
-        lens = np.diff(bounds).astype(np.int64)  # with the line break
-        offs = pos + starts
-        pos += cut
-        if end is not None and offs[-1] >= end:
-            keep = int(np.searchsorted(offs, end, side="left"))
-            lines, offs, lens = lines.slice(0, keep), offs[:keep], lens[:keep]
-            done = True
-        stats.bytes_read += int(lens.sum())  # the bytes of this shard's own lines
-        if not len(lines):
+        lines = pa.Array.from_buffers(pa.binary(), len(nl), [None, pa.py_buffer(bounds), pa.py_buffer(buf[:cut])])
+        too_long = lens[:keep] > self.max
+        if too_long.any():
+            true_lens = nl.astype(np.int64) - starts
+            true_lens[0] += gap
+            self.long += list(zip(offs[:keep][too_long].tolist(), nums[:keep][too_long].tolist(),
+                                  true_lens[:keep][too_long].tolist(), strict=True))
+            ok = np.flatnonzero(~too_long)
+            lines, offs, nums = lines.take(pa.array(ok)), offs[ok], nums[ok]
+        elif keep < len(nl):
+            lines, offs, nums = lines.slice(0, keep), offs[:keep], nums[:keep]
+        if not len(offs):
+            return None
+        return lines, offs, nums, has_nul
+
+
+def _batches(events, cutter: _LineCutter, f: InputFile, encoding: str, batch_lines: int, stats: ReadStats):
+    """Batches of decoded lines from ``events`` (chunks of bytes, and ``(offset, line)``
+    jumps of a shared stream), at most ``batch_lines`` lines or about ``_BATCH_BYTES``."""
+    pend: list[tuple[pa.Array, np.ndarray, np.ndarray, bool]] = []
+    pend_n = pend_bytes = 0
+    ended = False
+    while not ended:
+        try:
+            ev = next(events, None)
+        except _StreamError as exc:
+            cutter.drop()
+            stats.error(f, exc.kind, exc.offset, str(exc))
+            ev = None
+        if ev is None:
+            pieces = cutter.finish()
+            ended = True
+        elif isinstance(ev, tuple):
+            cutter.jump(*ev)
             continue
-        pend.append(lines)
-        pend_off.append(offs)
-        pend_n += len(lines)
-        while pend_n >= batch_lines:
-            merged = pa.concat_arrays(pend) if len(pend) > 1 else pend[0]
-            offs_all = np.concatenate(pend_off)
-            table, line_no = _arrow_table(merged.slice(0, batch_lines), offs_all[:batch_lines], f.index, line_no,
-                                          encoding, stats)
-            pend, pend_off, pend_n = [merged.slice(batch_lines)], [offs_all[batch_lines:]], pend_n - batch_lines
-            yield table, _flush(stats)
+        else:
+            pieces = cutter.feed(ev)
+            ended = cutter.done
+        if cutter.long:
+            _count_long(cutter, f, stats)
+        for p in pieces:
+            pend.append(p)
+            pend_n += len(p[1])
+            pend_bytes += p[0].nbytes
+        while pend_n >= batch_lines or (pend and pend_bytes >= _BATCH_BYTES):
+            lines, offs, nums, nul = _merge(pend)
+            take = min(batch_lines, len(offs))
+            yield _decode(lines.slice(0, take), offs[:take], nums[:take], f.index, encoding, stats, nul), stats.flush()
+            pend = [(lines.slice(take), offs[take:], nums[take:], nul)] if take < len(offs) else []
+            pend_n -= take
+            pend_bytes = pend[0][0].nbytes if pend else 0
     if pend_n:
-        merged = pa.concat_arrays(pend) if len(pend) > 1 else pend[0]
-        table, line_no = _arrow_table(merged, np.concatenate(pend_off), f.index, line_no, encoding, stats)
-        yield table, _flush(stats)
-    elif stats.files or stats.errors or stats.bytes_read or stats.empty_lines:
-        yield _empty_table(), _flush(stats)
+        lines, offs, nums, nul = _merge(pend)
+        yield _decode(lines, offs, nums, f.index, encoding, stats, nul), stats.flush()
+    elif any(getattr(stats, k) for k in _COUNTS) or stats.errors or stats.warnings or stats.problems:
+        yield _empty_table(), stats.flush()
 
 
-def _arrow_table(lines: pa.Array, offs: np.ndarray, file_idx: int, line_no: int, encoding: str,
-                 stats: ReadStats):
+def _merge(pend):
+    if len(pend) == 1:
+        return pend[0]
+    return (pa.concat_arrays([p[0] for p in pend]), np.concatenate([p[1] for p in pend]),
+            np.concatenate([p[2] for p in pend]), any(p[3] for p in pend))
+
+
+def _count_long(cutter: _LineCutter, f: InputFile, stats: ReadStats) -> None:
+    offs = np.array([x[0] for x in cutter.long], np.int64)
+    nums = np.array([x[1] for x in cutter.long], np.int64)
+    stats.lines_too_long += len(offs)
+    stats.lines_read += len(offs)
+    stats.bytes_read += sum(x[2] + 1 for x in cutter.long)
+    stats.note(f.index, "too_long", offs, nums)
+    cutter.long.clear()
+
+
+_FAST_UTF8 = True  # decode UTF-8 with one Arrow cast per batch (tests turn it off to compare)
+
+
+def _decode(lines: pa.Array, offs: np.ndarray, nums: np.ndarray, file_idx: int, encoding: str,
+            stats: ReadStats, has_nul: bool) -> pa.Table:
     """A lines table from binary lines that still end in their line break.
 
-    UTF-8 is decoded by one Arrow cast; another encoding, or a batch with
-    undecodable bytes (replaced and counted), is decoded line by line.
+    NUL bytes are removed (ASCII-compatible encodings), a UTF-8 byte-order mark at
+    the start of a file is dropped, and UTF-8 is decoded by one Arrow cast; another
+    encoding, or a batch with undecodable bytes (replaced and counted), is decoded
+    line by line. Empty and whitespace-only lines are counted and left out.
     """
     n = len(lines)
+    stats.bytes_read += int(pc.sum(pc.binary_length(lines)).as_py() or 0)
     body = pc.binary_slice(lines, 0, -1)  # the "\n"
-    if codecs.lookup(encoding).name != "utf-8":
-        return _to_table(body.to_pylist(), offs, file_idx, line_no, encoding, stats)
-    try:
-        text = body.cast(pa.string())
-    except pa.ArrowInvalid:
-        return _to_table(body.to_pylist(), offs, file_idx, line_no, encoding, stats)
-    nums = np.arange(line_no, line_no + n, dtype=np.int64) if line_no >= 0 else np.full(n, -1, np.int64)
+    if has_nul and _ascii_compatible(encoding):
+        nul = pc.match_substring(body, "\x00").to_numpy(zero_copy_only=False)
+        if nul.any():
+            stats.lines_with_nul_bytes += int(nul.sum())
+            stats.note(file_idx, "nul_bytes", offs[nul], nums[nul])
+            body = pc.replace_substring(body, "\x00", "")
+    utf8 = codecs.lookup(encoding).name == "utf-8"
+    text = None
+    if utf8 and _FAST_UTF8:
+        try:
+            text = body.cast(pa.string())
+        except pa.ArrowInvalid:
+            text = None
+    if text is None:
+        values, bad = _decode_lines(body.to_pylist(), encoding)
+        if bad.any():
+            stats.lines_with_replaced_bytes += int(bad.sum())
+            stats.note(file_idx, "replaced_bytes", offs[bad], nums[bad])
+        text = pa.array(values, pa.string())
+    if utf8 and offs[0] == 0:
+        text = pa.concat_arrays([pc.utf8_ltrim(text.slice(0, 1), characters="\ufeff"), text.slice(1)])
     text, nonempty = trim_lines(text)
     stats.empty_lines += int(n - nonempty.sum())
     stats.lines_read += n
@@ -461,7 +966,7 @@ def _arrow_table(lines: pa.Array, offs: np.ndarray, file_idx: int, line_no: int,
         idx = np.flatnonzero(nonempty)
         text = text.take(pa.array(idx))
         offs, nums = offs[idx], nums[idx]
-    table = pa.table(
+    return pa.table(
         {
             "file_idx": pa.array(np.full(len(text), file_idx, np.int32)),
             "offset": pa.array(offs, pa.int64()),
@@ -470,7 +975,26 @@ def _arrow_table(lines: pa.Array, offs: np.ndarray, file_idx: int, line_no: int,
         },
         schema=LINES_SCHEMA,
     )
-    return table, (line_no + n if line_no >= 0 else -1)
+
+
+def _decode_lines(parts: list[bytes], encoding: str) -> tuple[list[str], np.ndarray]:
+    """Each line decoded; which of them had bytes replaced."""
+    n = len(parts)
+    bad = np.zeros(n, dtype=bool)
+    try:
+        text = b"\n".join(parts).decode(encoding).split("\n")
+        if len(text) == n:
+            return text, bad
+    except UnicodeDecodeError:
+        pass
+    text = []  # an undecodable byte, or an encoding where b"\n" is not the line break
+    for i, p in enumerate(parts):
+        try:
+            text.append(p.decode(encoding))
+        except UnicodeDecodeError:
+            text.append(p.decode(encoding, errors="replace"))
+            bad[i] = True
+    return text, bad
 
 
 def trim_lines(text: pa.Array) -> tuple[pa.Array, np.ndarray]:
@@ -479,47 +1003,3 @@ def trim_lines(text: pa.Array) -> tuple[pa.Array, np.ndarray]:
     for every line logad reads, from a file or from a request."""
     text = pc.if_else(pc.ends_with(text, pattern="\r"), pc.utf8_slice_codeunits(text, 0, -1), text)
     return text, pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(text)), 0).to_numpy(zero_copy_only=False)
-
-
-def _flush(stats: ReadStats) -> ReadStats:
-    out = ReadStats(stats.files, stats.bytes_read, stats.lines_read, stats.lines_with_replaced_bytes,
-                    stats.empty_lines, list(stats.errors))
-    stats.files = stats.bytes_read = stats.lines_read = 0
-    stats.lines_with_replaced_bytes = stats.empty_lines = 0
-    stats.errors.clear()
-    return out
-
-
-def _to_table(parts: list[bytes], offs: np.ndarray, file_idx: int, line_no: int, encoding: str, stats: ReadStats):
-    n = len(parts)
-    try:
-        text = b"\n".join(parts).decode(encoding).split("\n")
-        if len(text) != n:  # an encoding where b"\n" is not the line break
-            raise UnicodeDecodeError(encoding, b"", 0, 1, "line count changed")
-    except UnicodeDecodeError:
-        text = []
-        for p in parts:
-            try:
-                text.append(p.decode(encoding))
-            except UnicodeDecodeError:
-                text.append(p.decode(encoding, errors="replace"))
-                stats.lines_with_replaced_bytes += 1
-    text = [t[:-1] if t.endswith("\r") else t for t in text]
-    nums = np.arange(line_no, line_no + n, dtype=np.int64) if line_no >= 0 else np.full(n, -1, np.int64)
-    nonempty = np.fromiter((bool(t.strip()) for t in text), dtype=bool, count=n)
-    stats.empty_lines += int(n - nonempty.sum())
-    stats.lines_read += n
-    if not nonempty.all():
-        idx = np.flatnonzero(nonempty)
-        text = [text[i] for i in idx]
-        offs, nums = offs[idx], nums[idx]
-    table = pa.table(
-        {
-            "file_idx": pa.array(np.full(len(text), file_idx, np.int32)),
-            "offset": pa.array(offs, pa.int64()),
-            "line_no": pa.array(nums, pa.int64()),
-            "raw": pa.array(text, pa.string()),
-        },
-        schema=LINES_SCHEMA,
-    )
-    return table, (line_no + n if line_no >= 0 else -1)
