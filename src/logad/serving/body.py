@@ -4,7 +4,13 @@ A body is JSON (``{"lines": [...]}``) or plain text (one line per line),
 optionally compressed as a whole with ``Content-Encoding: gzip`` or ``zstd``.
 Compressed bodies are inflated a little at a time, and decoding stops as soon
 as the output passes ``max_decompressed_bytes``, so a decompression bomb costs
-at most that much memory. Nothing from a request is ever unpickled.
+at most that much memory. Lines are counted before they are split out (text)
+or one by one as they are read (JSON), so a body of millions of tiny lines is
+refused before it becomes millions of Python strings, and so is a line over
+``max_line_chars``. JSON is read by a small scanner that accepts exactly the
+one shape the API takes and refuses anything else at the first character that
+does not fit: no nesting, no recursion, no objects built for a body that is
+then refused. Nothing from a request is ever unpickled.
 
 Each failure is a :class:`BodyError` carrying the HTTP status it maps to.
 """
@@ -12,8 +18,10 @@ Each failure is a :class:`BodyError` carrying the HTTP status it maps to.
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from dataclasses import dataclass
+from json.decoder import scanstring
 
 import zstandard
 
@@ -43,6 +51,8 @@ class BodyLimits:
     """Body after decompression: larger → 413 (the decompression-bomb guard)."""
     max_lines: int = 200_000
     """Lines per request: more → 413."""
+    max_line_chars: int = 65_536
+    """Characters in one line: a longer line → 413."""
 
 
 # Feed the zstd decoder this many compressed bytes at a time. A zstd block of
@@ -84,14 +94,17 @@ def _gunzip(body: bytes, limit: int) -> bytes:
             try:
                 chunk = d.decompress(pending, limit + 1 - size)
             except zlib.error as exc:
-                raise BodyError(400, f"corrupt gzip body: {exc}") from None
+                at = len(body) - len(pending)  # the bad data is in what was fed last
+                raise BodyError(400, f"corrupt gzip body (bad data at or after byte {at:,}, in the "
+                                     f"member that starts at byte {len(body) - len(data):,}): {exc}") from None
             size += len(chunk)
             out.append(chunk)
             if size > limit:
                 raise _too_big(limit)
             pending = d.unconsumed_tail
         if not d.eof:
-            raise BodyError(400, "corrupt gzip body: the stream ends in the middle of a member")
+            raise BodyError(400, f"corrupt gzip body: it ends, at byte {len(body):,}, in the middle "
+                                 f"of the member that starts at byte {len(body) - len(data):,}")
         data = d.unused_data
     return b"".join(out)
 
@@ -102,7 +115,7 @@ def _unzstd(body: bytes, limit: int) -> bytes:
     dctx = zstandard.ZstdDecompressor()
     d = dctx.decompressobj()
     fed = False
-    pos = 0
+    pos = frame = 0
     while pos < len(body):
         piece = body[pos:pos + _ZSTD_STEP]
         pos += len(piece)
@@ -111,64 +124,199 @@ def _unzstd(body: bytes, limit: int) -> bytes:
             try:
                 chunk = d.decompress(piece)
             except zstandard.ZstdError as exc:
-                raise BodyError(400, f"corrupt zstd body: {exc}") from None
+                raise BodyError(400, f"corrupt zstd body (frame at byte {frame:,}, bad data in bytes "
+                                     f"{pos - len(piece):,}-{pos:,}): {exc}") from None
             size += len(chunk)
             out.append(chunk)
             if size > limit:
                 raise _too_big(limit)
             if d.eof:  # a frame ended: the rest of this piece starts the next one
                 piece = d.unused_data
+                frame = pos - len(piece)
                 d, fed = dctx.decompressobj(), False
             else:
                 piece = b""
     if fed:
-        raise BodyError(400, "corrupt zstd body: the data ends in the middle of a frame")
+        raise BodyError(400, f"corrupt zstd body: it ends, at byte {len(body):,}, in the middle of "
+                             f"the frame that starts at byte {frame:,}")
     return b"".join(out)
 
 
-def parse_lines(data: bytes, content_type: str) -> tuple[list[str], int]:
+def parse_lines(data: bytes, content_type: str, limits: BodyLimits | None = None) -> tuple[list[str], int]:
     """Lines of a decompressed body and how many had undecodable bytes (replaced).
+
+    With ``limits``, ``max_lines`` and ``max_line_chars`` are checked as the lines are
+    read, before a body over them has been split into strings.
 
     Raises:
         BodyError: 415 unknown content type, 400 invalid JSON or UTF-8 in JSON,
-            422 JSON that is not ``{"lines": [strings]}``.
+            422 JSON that is not ``{"lines": [strings]}``, 413 over a limit.
     """
+    limits = limits or _NO_LIMITS
     ctype = (content_type or "").split(";", 1)[0].strip().lower()
     if ctype in JSON_TYPES:
-        try:
-            payload = json.loads(data)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise BodyError(400, f"body is not valid JSON: {exc}") from None
-        if not isinstance(payload, dict) or not isinstance(payload.get("lines"), list):
-            raise BodyError(422, 'JSON body must be an object {"lines": ["raw log line", ...]}')
-        lines = payload["lines"]
-        if not all(isinstance(x, str) for x in lines):
-            raise BodyError(422, 'every item of "lines" must be a string (one raw log line)')
-        out = []
-        for x in lines:  # a JSON string may hold several lines; split them like text
-            out.extend(x.splitlines() or [x]) if ("\n" in x or "\r" in x) else out.append(x)
-        return out, 0
+        return _json_lines(data, limits)
     if ctype in TEXT_TYPES:
-        try:
-            text = data.decode("utf-8")
-            replaced = 0
-        except UnicodeDecodeError:
-            raw = data.split(b"\n")
-            text_lines = []
-            replaced = 0
-            for r in raw:
-                try:
-                    text_lines.append(r.decode("utf-8"))
-                except UnicodeDecodeError:
-                    text_lines.append(r.decode("utf-8", errors="replace"))
-                    replaced += 1
-            text = "\n".join(text_lines)
-        lines = text.split("\n")
-        if lines and lines[-1] == "":
-            lines.pop()  # the break after the last line ends it; it starts no new line
-        return lines, replaced
+        return _text_lines(data, limits)
     accepted = ", ".join(JSON_TYPES + TEXT_TYPES)
     raise BodyError(415, f"unsupported Content-Type {content_type or '(none)'!r}: use {accepted}")
+
+
+_NO_LIMITS = BodyLimits(max_body_bytes=1 << 62, max_decompressed_bytes=1 << 62,
+                        max_lines=1 << 62, max_line_chars=1 << 62)
+
+
+def _too_many(count: int, limits: BodyLimits) -> BodyError:
+    return BodyError(413, f"{count:,} lines in one request, over the limit of {limits.max_lines:,}; "
+                          "send smaller batches")
+
+
+def _too_long(index: int, length: int, limits: BodyLimits) -> BodyError:
+    return BodyError(413, f"line {index:,} (0-based) is {length:,} characters long, over the limit of "
+                          f"{limits.max_line_chars:,}; split it, or raise max_line_chars in the serve config")
+
+
+def _text_lines(data: bytes, limits: BodyLimits) -> tuple[list[str], int]:
+    count = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+    if count > limits.max_lines:
+        raise _too_many(count, limits)
+    try:
+        text = data.decode("utf-8")
+        replaced = 0
+    except UnicodeDecodeError:
+        text_lines = []
+        replaced = 0
+        for r in data.split(b"\n"):
+            try:
+                text_lines.append(r.decode("utf-8"))
+            except UnicodeDecodeError:
+                text_lines.append(r.decode("utf-8", errors="replace"))
+                replaced += 1
+        text = "\n".join(text_lines)
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the break after the last line ends it; it starts no new line
+    if lines and max(map(len, lines)) > limits.max_line_chars:
+        i = next(i for i, x in enumerate(lines) if len(x) > limits.max_line_chars)
+        raise _too_long(i, len(lines[i]), limits)
+    return lines, replaced
+
+
+# The JSON body is exactly {"lines": [string, ...]} (whitespace anywhere JSON allows it).
+_WS = re.compile(r"[ \t\n\r]*")
+_AFTER_ITEM = re.compile(r"[ \t\n\r]*([,\]])[ \t\n\r]*")
+_SHAPE = 'the JSON body must be an object {"lines": ["raw log line", ...]}'
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
+_KINDS = {"{": "an object", "[": "an array", '"': "a string", "t": "true", "f": "false", "n": "null"}
+
+
+def _json_error(text: str, pos: int, expected: str) -> BodyError:
+    """400 where the JSON value at ``pos`` is not valid JSON, else 422 (valid JSON, wrong shape)."""
+    pos = _WS.match(text, pos).end()
+    if pos >= len(text):
+        return BodyError(400, f"body is not valid JSON: it ends at character {pos:,}, where "
+                              f"{expected} should follow")
+    c = text[pos]
+    kind = _KINDS.get(c)
+    if kind in ("true", "false", "null") and not text.startswith(kind, pos):
+        kind = None
+    elif kind is None and _NUMBER.match(text, pos):
+        kind = "a number"
+    if kind is None or expected in ("a key", "':'", "',' or '}'", "',' or ']'", "the end of the body"):
+        return BodyError(400, f"body is not valid JSON: {c!r} at character {pos:,}, where "
+                              f"{expected} should follow")
+    return BodyError(422, f"{_SHAPE}: found {kind} at character {pos:,}, where {expected} should be")
+
+
+def _json_lines(data: bytes, limits: BodyLimits) -> tuple[list[str], int]:
+    try:
+        text = data.decode(json.detect_encoding(data))
+    except UnicodeDecodeError as exc:
+        raise BodyError(400, f"body is not valid JSON: bad UTF-8 at byte {exc.start:,}") from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    pos = _WS.match(text).end()
+    if not text.startswith("{", pos):
+        raise _json_error(text, pos, 'an object {"lines": [...]}')
+    pos = _WS.match(text, pos + 1).end()
+    lines: list[str] | None = None
+    replaced = 0
+    if not text.startswith("}", pos):
+        while True:
+            if not text.startswith('"', pos):
+                raise _json_error(text, pos, "a key")
+            key, pos = _string(text, pos)
+            if key != "lines":
+                raise BodyError(422, f'{_SHAPE}: unknown key {key[:64]!r} at character {pos:,}')
+            if lines is not None:
+                raise BodyError(422, f'{_SHAPE}: "lines" is given twice (at character {pos:,})')
+            pos = _WS.match(text, pos).end()
+            if not text.startswith(":", pos):
+                raise _json_error(text, pos, "':'")
+            pos = _WS.match(text, pos + 1).end()
+            if not text.startswith("[", pos):
+                raise _json_error(text, pos, 'an array ["raw log line", ...]')
+            lines, pos, replaced = _json_items(text, pos + 1, limits)
+            if text.startswith(",", pos):
+                pos = _WS.match(text, pos + 1).end()
+                continue
+            if not text.startswith("}", pos):
+                raise _json_error(text, pos, "',' or '}'")
+            break
+    pos = _WS.match(text, pos + 1).end()
+    if pos < len(text):
+        raise _json_error(text, pos, "the end of the body")
+    if lines is None:
+        raise BodyError(422, f'{_SHAPE}: it has no "lines"')
+    return lines, replaced
+
+
+def _string(text: str, pos: int) -> tuple[str, int]:
+    """The JSON string whose opening quote is at ``pos``, and the position after it."""
+    try:
+        return scanstring(text, pos + 1, True)
+    except ValueError as exc:  # json.JSONDecodeError: unterminated, bad escape, control character
+        raise BodyError(400, f"body is not valid JSON: {exc.msg.removesuffix(' at')} at character {exc.pos:,}") from None
+
+
+def _json_items(text: str, pos: int, limits: BodyLimits) -> tuple[list[str], int, int]:
+    """The strings of an array whose ``[`` is before ``pos``: ``(lines, position after the array
+    and the whitespace after it, lines with replaced characters)``. A string holding line
+    breaks is split like text; a lone surrogate escape (``"\\ud800"``, not text in any
+    encoding) is replaced by U+FFFD and counted, as undecodable bytes of a text body are."""
+    out: list[str] = []
+    replaced = 0
+    pos = _WS.match(text, pos).end()
+    if text.startswith("]", pos):
+        return out, _WS.match(text, pos + 1).end(), replaced
+    after = _AFTER_ITEM.match
+    max_lines, max_chars = limits.max_lines, limits.max_line_chars
+    while True:
+        if not text.startswith('"', pos):
+            raise _json_error(text, pos, 'a string (every item of "lines" is one raw log line)')
+        item, pos = _string(text, pos)
+        if not item.isascii() and _SURROGATE.search(item):
+            item = _SURROGATE.sub("\ufffd", item)
+            replaced += 1
+        first = len(out)
+        if "\n" in item or "\r" in item:
+            out.extend(item.splitlines() or [item])
+        else:
+            out.append(item)
+        if len(out) > max_lines:
+            raise BodyError(413, f"over {max_lines:,} lines in one request, the limit; "
+                                 "send smaller batches")
+        if len(item) > max_chars:
+            for k in range(first, len(out)):
+                if len(out[k]) > max_chars:
+                    raise _too_long(k, len(out[k]), limits)
+        m = after(text, pos)
+        if m is None:
+            raise _json_error(text, pos, "',' or ']'")
+        pos = m.end()
+        if m.group(1) == "]":
+            return out, pos, replaced
 
 
 def decode_body(
@@ -186,8 +334,4 @@ def decode_body(
     if ctype not in JSON_TYPES + TEXT_TYPES:  # before spending time on decompression
         parse_lines(b"", content_type)
     data = decompress(body, content_encoding, limits.max_decompressed_bytes)
-    lines, replaced = parse_lines(data, content_type)
-    if len(lines) > limits.max_lines:
-        raise BodyError(413, f"{len(lines):,} lines in one request, over the limit of "
-                             f"{limits.max_lines:,}; send smaller batches")
-    return lines, replaced
+    return parse_lines(data, content_type, limits)
