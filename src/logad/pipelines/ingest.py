@@ -75,7 +75,7 @@ from logad.sources.files import (
     share_streams,
 )
 from logad.sources.keywords import KeywordLabeller
-from logad.sources.lines import LineSplitter
+from logad.sources.lines import LineSplitter, message_offsets
 from logad.windows.grouping import assign_windows, build_windows, session_ids
 from logad.windows.schema import WINDOWS_SCHEMA
 
@@ -363,6 +363,7 @@ class _Parser:
         lines = {
             "ts": sl.ts, "file_idx": batch["file_idx"], "offset": batch["offset"],
             "line_no": batch["line_no"], "raw": raw, "line_label": line_label,
+            "msg_off": message_offsets(raw, sl.content),
         }
         if isinstance(g, SessionGrouping):
             paths = self.file_uris.take(batch["file_idx"].combine_chunks()) if g.id_field == "path" else None
@@ -436,7 +437,8 @@ class _Parser:
         rows = pa.concat_tables([t.cast(held[0].schema) for t in held]) if len(held) > 1 else held[0]
         held.clear()
         sessions = rows["session"].combine_chunks() if "session" in rows.column_names else None
-        keep = [c for c in ("ts", "file_idx", "offset", "line_no", "event_id", "masked", "raw", "line_label")
+        keep = [c for c in ("ts", "file_idx", "offset", "line_no", "event_id", "masked", "raw", "line_label",
+                            "msg_off")
                 if c in rows.column_names]
         out = assign_windows(rows.select(keep), self.config.grouping, file_names=self.file_names,
                              sessions=sessions, first_column="first")

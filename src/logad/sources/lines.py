@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from logad.sources.config import SourceConfig
 
-__all__ = ["LineSplitter", "SplitLines", "extract_first", "regex_replace"]
+__all__ = ["LineSplitter", "SplitLines", "extract_first", "message_offsets", "regex_replace"]
 
 
 def _re2_ok(pattern: str) -> bool:
@@ -108,6 +108,17 @@ def _plain(fragment: str) -> str | None:
         out.append(c)
         i += 1
     return "".join(out)
+
+
+def message_offsets(raw: pa.Array, content: pa.Array) -> pa.Array:
+    """Where each line's message starts in its raw line, in characters (int32).
+
+    The content field is the last field of every header format, so the message is
+    the line's tail: its start is the length difference (0 where the header did
+    not match and the message is the whole line).
+    """
+    diff = pc.subtract(pc.utf8_length(raw.cast(pa.string())), pc.utf8_length(content.cast(pa.string())))
+    return pc.max_element_wise(diff, pa.scalar(0, diff.type)).cast(pa.int32())
 
 
 @dataclass

@@ -88,8 +88,12 @@ def assign_windows(
         within = np.arange(len(rows)) - np.repeat(np.cumsum(reps) - reps, reps)
         starts = first[rows] + within * step
         out = lines.take(pa.array(rows))
-        wid = pd.to_datetime(starts, unit="us").strftime("%Y-%m-%dT%H:%M:%S")
-        out = out.append_column("window_id", pa.array(np.asarray(wid, dtype=object), pa.string()))
+        t = pd.to_datetime(starts, unit="us")
+        wid = np.asarray(t.strftime("%Y-%m-%dT%H:%M:%S"), dtype=object)
+        frac = starts % _US != 0
+        if frac.any():  # sub-second steps: the fraction keeps the windows apart
+            wid = np.where(frac, np.asarray(t.strftime("%Y-%m-%dT%H:%M:%S.%f"), dtype=object), wid)
+        out = out.append_column("window_id", pa.array(wid, pa.string()))
         return _mark_first(out, first_column, within == 0)
     # fixed-count windows within each file
     n = lines["line_no"].to_numpy()
@@ -128,7 +132,8 @@ def build_windows(
 
     Args:
         rows: columns window_id, ts, file_idx, offset, event_id, raw, line_label, and
-            optionally line_no (0-based line number in its file, -1 where unknown).
+            optionally line_no (0-based line number in its file, -1 where unknown) and
+            msg_off (where the message starts in ``raw``, in characters).
         source: the source name written in every row.
         label_map: window id → label from a label file; when given it decides
             the label (windows missing from it get null). Otherwise a window is
@@ -187,6 +192,10 @@ def build_windows(
             offsets, pc.if_else(pc.greater_equal(no, 0), pc.add(no, 1), pa.scalar(None, pa.int64())))
     else:
         line_numbers = pa.nulls(nw, pa.list_(pa.int64()))
+    if "msg_off" in rows.column_names:
+        message_offsets = pa.ListArray.from_arrays(offsets, rows["msg_off"].combine_chunks().cast(pa.int32()))
+    else:
+        message_offsets = pa.nulls(nw, pa.list_(pa.int32()))
     if inputs is not None:
         window_input = pa.array(list(inputs), pa.string()).take(fidx.take(pa.array(starts)))
     else:
@@ -205,6 +214,8 @@ def build_windows(
             "line_files": line_files,
             "line_numbers": line_numbers,
             "line_labels": line_labels,
+            "line_times": pa.ListArray.from_arrays(offsets, ts),
+            "message_offsets": message_offsets,
         },
         schema=WINDOWS_SCHEMA,
     )

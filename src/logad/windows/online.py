@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from logad.parsing.template_store import UNKNOWN_ID, TemplateStore, mask_contents
 from logad.sources.config import FixedGrouping, SessionGrouping, SourceConfig
 from logad.sources.files import trim_lines
-from logad.sources.lines import LineSplitter
+from logad.sources.lines import LineSplitter, message_offsets
 from logad.windows.grouping import assign_windows, build_windows, session_ids
 
 __all__ = ["LineStats", "WindowBuilder", "from_lines"]
@@ -90,6 +90,7 @@ class WindowBuilder:
             "line_no": pa.array(line_no[idx], pa.int64()),
             "raw": raw,
             "line_label": sl.line_label,
+            "msg_off": message_offsets(raw, sl.content),
         }
         sessions = None
         if isinstance(g, SessionGrouping):
@@ -108,7 +109,7 @@ class WindowBuilder:
         table = table.filter(grouped)
         stats.unknown_template_lines = int(pc.sum(pc.equal(table["event_id"], UNKNOWN_ID)).as_py() or 0)
         sessions = table["session"].combine_chunks() if sessions is not None else None
-        cols = ["ts", "file_idx", "offset", "line_no", "event_id", "raw", "line_label"]
+        cols = ["ts", "file_idx", "offset", "line_no", "event_id", "raw", "line_label", "msg_off"]
         assigned = assign_windows(table.select(cols), g, file_names=[self.file_name], sessions=sessions)
         # line_numbers: 1-based positions in the batch as sent (blank lines count), so a
         # window's line i is line line_numbers[i] - 1 of the request

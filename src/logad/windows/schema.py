@@ -18,8 +18,12 @@ One row per window (a session, a sliding time window or a fixed-count window)::
                                    lines count, as in an editor)
     line_labels  list<int8>        per line: 1 anomalous, 0 normal, null unknown; the whole
                                    list is null where the source labels no lines
+    line_times   list<timestamp[us]>  per line: its time (null where the line has none)
+    message_offsets list<int32>    per line: where its message (the config's content
+                                   field) starts in ``lines[i]``, in characters; 0 where
+                                   the header did not match (the whole line is the message)
 
-The last four columns are optional: a table written without them (by hand, or by an
+The last six columns are optional: a table written without them (by hand, or by an
 older logad) reads back with nulls there. A line that sits in several windows (sliding
 or overlapping fixed windows) appears in each; ``(line_files[i], line_numbers[i])``
 names it, and is the key that line-level reports deduplicate on.
@@ -53,9 +57,11 @@ WINDOWS_SCHEMA = pa.schema(
         pa.field("line_files", pa.list_(pa.string())),
         pa.field("line_numbers", pa.list_(pa.int64())),
         pa.field("line_labels", pa.list_(pa.int8())),
+        pa.field("line_times", pa.list_(pa.timestamp("us"))),
+        pa.field("message_offsets", pa.list_(pa.int32())),
     ]
 )
-LINE_COLUMNS = ("line_files", "line_numbers", "line_labels")
+LINE_COLUMNS = ("line_files", "line_numbers", "line_labels", "line_times", "message_offsets")
 """Per-line columns besides ``event_ids`` and ``lines`` (one entry per line of the window)."""
 OPTIONAL_COLUMNS = ("input", *LINE_COLUMNS)
 """Columns a windows table may lack; they read back as nulls."""
@@ -92,7 +98,7 @@ def read_windows(path: str | Path) -> pd.DataFrame:
     Returns:
         A DataFrame sorted by (start, window_id) with ``event_ids`` and
         ``lines`` as Python lists, the per-line columns as Python lists (None
-        where absent) and ``label`` as nullable ``Int8``. Ids of
+        where absent; ``line_times`` as integer microseconds since the epoch) and ``label`` as nullable ``Int8``. Ids of
         fixed-count windows (``FILE#FIRST_LINE``) sort by file, then line
         number, so windows without timestamps keep the order of the log.
     """
@@ -109,7 +115,10 @@ def read_windows(path: str | Path) -> pd.DataFrame:
     # the list columns straight to Python lists (through pandas they would be numpy arrays first)
     df = table.drop_columns(lists).to_pandas(types_mapper={pa.int8(): pd.Int8Dtype()}.get)
     for name in lists:
-        df[name] = table.column(name).to_pylist()
+        col = table.column(name)
+        if name == "line_times":  # microseconds as ints: datetime objects per line cost 10x
+            col = col.cast(pa.list_(pa.int64()))
+        df[name] = col.to_pylist()
     df = df[WINDOWS_SCHEMA.names]
     parts = df["window_id"].str.extract(r"^(?P<prefix>.*?)(?:#(?P<line>\d+))?$")
     order = pd.DataFrame({"start": df["start"], "prefix": parts["prefix"],
