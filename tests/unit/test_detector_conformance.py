@@ -30,6 +30,7 @@ TINY_CONFIGS: dict[str, dict] = {
     "pca": {},
     "isolation-forest": dict(n_estimators=50),
     "deeplog": dict(hidden_size=16, embedding_size=8, num_layers=1, epochs=3, device="cpu", seed=0),
+    "classical": dict(n_estimators=20, max_depth=3, cv_folds=2, n_jobs=1, device="cpu", seed=0),
 }
 METHODS = available_methods()
 

@@ -102,7 +102,7 @@ def compare_methods(windows, methods: list[str], protocol: str, split_params: di
             det.fit(split.train, split.val, progress=False)
             train_s = time.perf_counter() - t0
             t0 = time.perf_counter()
-            if cls.line_level:
+            if det.line_level:  # an instance's answer: a model may score lines only when trained on them
                 scores, line_scores = det.score_with_lines(split.test)
             else:
                 scores, line_scores = det.score(split.test), None

@@ -47,6 +47,7 @@ __all__ = [
     "ARTIFACT_FORMAT_VERSION",
     "Detector",
     "EpochCallback",
+    "FeatureEvidence",
     "FitReport",
     "LineEvidence",
     "WindowExplanation",
@@ -118,12 +119,25 @@ class LineEvidence:
 
 
 @dataclass
+class FeatureEvidence:
+    """One input feature that drove a verdict (feature-based methods)."""
+
+    name: str
+    value: float
+    """The feature's value for this window or line."""
+    shap: float
+    """Its SHAP value: how far it moved the model's margin from the expected value."""
+
+
+@dataclass
 class WindowExplanation:
-    """Which lines drove one window's score, strongest first."""
+    """Which lines (and, for feature-based methods, which features) drove one window's
+    score, strongest first."""
 
     window_id: str
     score: float
     lines: list[LineEvidence]
+    features: list[FeatureEvidence] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -171,6 +185,9 @@ class Detector(ABC):
     supervised: ClassVar[bool] = False
     line_level: ClassVar[bool] = False
     """True: the method scores lines (:meth:`score_lines`), not only windows."""
+    scoring_columns: ClassVar[tuple[str, ...]] = ()
+    """Windows columns besides ``event_ids`` that :meth:`score` reads (e.g. ``lines``): the
+    service passes them to its scorer, which otherwise sends template ids only."""
     config_class: ClassVar[type[BaseModel]]
 
     def __init__(self, config: BaseModel | Mapping[str, Any] | None = None, **overrides: Any) -> None:
@@ -377,6 +394,7 @@ _BUILTIN_MODULES = (
     "logad.methods.pca",
     "logad.methods.isolation_forest",
     "logad.methods.deeplog",
+    "logad.methods.classical",
 )
 _builtins_loaded = False
 
