@@ -42,9 +42,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="which windows list their evidence lines (default anomalous)")
     p.add_argument("--show-normal", action="store_true", help="print normal windows too")
     p.add_argument("--json", action="store_true", help="print each response as one JSON line")
-    p.add_argument("--token", default=os.environ.get("LOGAD_TOKEN"),
-                   help="bearer token for a gateway in front of the service (default $LOGAD_TOKEN); "
-                   "Ray Serve's own HTTP proxy needs none")
+    p.add_argument("--token-file", metavar="PATH",
+                   help="file holding the API token of a service started with one (`logad serve "
+                   "--token-file`), sent as `Authorization: Bearer`; default $LOGAD_API_TOKEN")
+    p.add_argument("--token", help="the API token itself (visible to other users in `ps`: prefer "
+                   "--token-file or $LOGAD_API_TOKEN)")
     p.add_argument("--timeout", type=float, default=120.0, metavar="S", help="seconds per request")
     p.set_defaults(func=run)
 
@@ -161,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_lines < 1:
         raise ConfigError("--batch-lines must be at least 1")
+    token = _token(args)
     totals = {"requests": 0, "lines": 0, "malformed_lines": 0, "unknown_template_lines": 0,
               "windows": 0, "anomalous_windows": 0, "anomalous_lines": 0}
     models: set[str] = set()
@@ -168,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     for lines, origins in _batches(args.files, args.batch_lines):
         body, headers = _encode(lines, args.compress)
-        out = post(args.url, args.source, body, headers, explain=args.explain, token=args.token,
+        out = post(args.url, args.source, body, headers, explain=args.explain, token=token,
                    timeout=args.timeout)
         totals["requests"] += 1
         for k in ("lines", "malformed_lines", "unknown_template_lines", "windows", "anomalous_windows",
@@ -207,6 +210,21 @@ def run(args: argparse.Namespace) -> int:
         f"model {', '.join(sorted(models)) or '-'}; {secs:.1f}s"
     )
     return 0
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    """``--token``, else what ``--token-file`` holds, else ``$LOGAD_API_TOKEN`` (or the
+    older ``$LOGAD_TOKEN``); None for none."""
+    from logad.errors import ConfigError
+
+    if args.token:
+        return args.token.strip()
+    if args.token_file:
+        try:
+            return Path(args.token_file).expanduser().read_text(encoding="utf-8").strip() or None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read the token file {args.token_file}: {exc}") from None
+    return (os.environ.get("LOGAD_API_TOKEN") or os.environ.get("LOGAD_TOKEN") or "").strip() or None
 
 
 def _num(x: float | None) -> str:

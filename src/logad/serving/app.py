@@ -39,13 +39,24 @@ prepare_ray_env()
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from fastapi import FastAPI, Query, Request  # noqa: E402
+from fastapi import Depends, FastAPI, Query, Request  # noqa: E402
+from fastapi import Path as PathParam  # noqa: E402
+from fastapi.exceptions import RequestValidationError  # noqa: E402
 from fastapi.responses import JSONResponse  # noqa: E402
 from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
 from ray import serve  # noqa: E402
 
 from logad import __version__  # noqa: E402
+from logad.serving.auth import BearerAuth, resolve_token_digest  # noqa: E402
 from logad.serving.body import BodyError, BodyLimits, decode_body  # noqa: E402
+from logad.serving.openapi import (  # noqa: E402
+    DETECT_REQUEST_BODY,
+    SOURCE_NAME_PATTERN,
+    DetectResponse,
+    Health,
+    SourcesResponse,
+    error_responses,
+)
 
 __all__ = ["AppArgs", "Ingress", "build_app", "model_id", "parse_model_id"]
 
@@ -83,6 +94,11 @@ class AppArgs(BaseModel):
     max_decompressed_bytes: int = Field(64 << 20, gt=0, description="Largest body after "
                                         "decompression (413 above; the decompression-bomb guard).")
     max_lines: int = Field(200_000, gt=0, description="Most lines in one request (413 above).")
+    max_line_chars: int = Field(65_536, gt=0, description="Longest line, in characters (413 above).")
+    api_token_file: str | None = Field(None, description="File holding the bearer token the /v1 API "
+                                       "requires (every replica reads it at start); see logad.serving.auth.")
+    api_token_sha256: str | None = Field(None, description="SHA-256 (hex) of that token, instead of the "
+                                         "file: what `logad serve --token-file` passes.")
     max_batch_size: int = Field(8, ge=1, description="Requests for one model scored together per batch.")
     batch_wait_timeout_s: float = Field(0.0, ge=0, description="How long a batch waits to fill "
                                         "(0: take what queued while the previous batch ran).")
@@ -200,6 +216,23 @@ api = FastAPI(
 )
 
 
+_auth = BearerAuth()  # configured by each replica's Ingress.__init__ (one per process)
+
+
+@api.exception_handler(RequestValidationError)
+async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """A bad query or path parameter: 422 with a reason in words, like every other error."""
+    reasons = []
+    for e in exc.errors()[:5]:
+        where = " ".join(str(x) for x in e.get("loc", ()))
+        got = repr(e["input"])[:80] if e.get("input") is not None else "nothing"
+        msg = e.get("msg", "invalid")
+        if tuple(e.get("loc", ())) == ("path", "source"):
+            msg = "not a valid source name: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        reasons.append(f"{where}: {msg} (got {got})")
+    return _error(422, "; ".join(reasons) or "invalid request")
+
+
 class _Context:
     """What the ingress needs per serving model: its version and a window builder."""
 
@@ -270,7 +303,7 @@ class Ingress:
         self.score_batch.set_max_batch_size(self.args.max_batch_size)  # type: ignore[attr-defined]
         self.score_batch.set_batch_wait_timeout_s(self.args.batch_wait_timeout_s)  # type: ignore[attr-defined]
         self.limits = BodyLimits(self.args.max_body_bytes, self.args.max_decompressed_bytes,
-                                 self.args.max_lines)
+                                 self.args.max_lines, self.args.max_line_chars)
         self._alias: dict[str, tuple[float, Any]] = {}
         self._contexts: OrderedDict[str, _Context] = OrderedDict()
         self._lines = Counter("logad_detect_lines", "raw lines received", tag_keys=("source",))
@@ -281,6 +314,9 @@ class Ingress:
                                         "line-level models", tag_keys=("source",))
         self._rejected = Counter("logad_detect_rejected", "requests answered with a 4xx",
                                  tag_keys=("status",))
+        # an unusable token setting fails the replica's start, so the deploy fails: never open by mistake
+        _auth.configure(resolve_token_digest(self.args.api_token_sha256, self.args.api_token_file),
+                        on_reject=lambda: self._rejected.inc(tags={"status": "401"}))
 
     # -- registry lookups (cached) ------------------------------------------------------------
 
@@ -347,11 +383,15 @@ class Ingress:
 
     # -- endpoints ----------------------------------------------------------------------------
 
-    @api.get("/healthz", summary="Liveness: the ingress answers")
+    @api.get("/healthz", summary="Liveness: the ingress answers (no token needed)", response_model=None,
+             responses={200: {"model": Health, "description": "The ingress is up."}})
     async def healthz(self) -> dict[str, Any]:
         return {"status": "ok", "logad_version": __version__}
 
-    @api.get("/v1/sources", summary="Sources with a serving model: method, version, threshold")
+    @api.get("/v1/sources", summary="Sources with a serving model: method, version, threshold",
+             dependencies=[Depends(_auth)], response_model=None,
+             responses={200: {"model": SourcesResponse, "description": "The sources and their models."},
+                        **error_responses(401)})
     async def sources(self) -> dict[str, Any]:
         from logad.registry import RegistryError
 
@@ -383,20 +423,23 @@ class Ingress:
         "scoring over `line_threshold` in `anomalous_lines` (`index`: 0-based position of the "
         "line in the request as sent, blank lines included; `line`; `score`), whatever `explain` "
         "says, and `summary.anomalous_lines` counts the distinct request lines flagged.",
-        responses={200: {"description": "`source`, `model` (`id`, `method`, `version`, `threshold`, "
+        dependencies=[Depends(_auth)],
+        response_model=None,
+        openapi_extra={"requestBody": DETECT_REQUEST_BODY},
+        responses={200: {"model": DetectResponse,
+                         "description": "`source`, `model` (`id`, `method`, `version`, `threshold`, "
                          "`line_level`, `line_threshold`: null for window-level models), `summary` "
                          "(line counts, `windows`, `anomalous_windows`, and `anomalous_lines` for "
                          "line-level models), `windows` (per window: `window_id`, `start`, `end`, "
                          "`num_lines`, `score`, `threshold`, `verdict`, `method`, `model_version`, "
                          "`evidence` where explained, and `anomalous_lines` and `line_threshold` "
                          "for line-level models) and `timing_ms`"},
-                   404: {"description": "unknown source"}, 413: {"description": "too large"},
-                   415: {"description": "unsupported content type or coding"},
-                   400: {"description": "corrupt body"}, 422: {"description": "empty batch"}},
+                   **error_responses(400, 401, 404, 413, 415, 422, 503)},
     )
     async def detect(
         self,
-        source: str,
+        source: Annotated[str, PathParam(description="log source name, as registered",
+                                         pattern=SOURCE_NAME_PATTERN)],
         request: Request,
         explain: Annotated[ExplainMode, Query(description="windows that list their evidence lines")] = "anomalous",
         max_evidence: Annotated[int, Query(ge=0, le=100, description="evidence lines per window")] = 5,

@@ -228,16 +228,20 @@ def stop(name: str = APP_NAME) -> None:
 
 
 def post_lines(url: str, source: str, lines: list[str], *, timeout: float = 60.0,
-               explain: str = "anomalous") -> dict[str, Any]:
+               explain: str = "anomalous", token: str | None = None) -> dict[str, Any]:
     """POST lines as JSON to ``/v1/sources/SOURCE/detect``; the decoded response.
+
+    ``token`` is sent as ``Authorization: Bearer`` (a service started with an API token).
 
     Raises:
         LogadError: the service answered with an error status (its reason included).
     """
     body = json.dumps({"lines": lines}).encode()
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     req = urllib.request.Request(
-        f"{url}/v1/sources/{source}/detect?explain={explain}", data=body, method="POST",
-        headers={"Content-Type": "application/json"},
+        f"{url}/v1/sources/{source}/detect?explain={explain}", data=body, method="POST", headers=headers,
     )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
