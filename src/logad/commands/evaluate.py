@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "evaluate",
         help="score windows with a saved model and report precision/recall/F1/AUROC/AUPR",
         description=(
-            "Score a windows table with MODEL_DIR at its stored, label-free threshold. With no "
+            "Score a windows table with MODEL_DIR at its stored threshold (label-free for the unsupervised methods, tuned on validation labels for supervised ones). With no "
             "--protocol every window of DIR is test data (e.g. a separate holdout table); with "
             "--protocol P the table is split as in training (seed and parameters from "
             "MODEL_DIR/training.json unless given) and only the test part is scored. The "
@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     training_file = model_dir / "training.json"
     training = json.loads(training_file.read_text()) if training_file.is_file() else {}
     windows = read_windows(args.windows)
-    print(f"loaded {detector.name} model from {model_dir} (threshold {detector.threshold:.6g}, label-free)")
+    print(f"loaded {detector.name} model from {model_dir} "
+          f"(threshold {detector.threshold:.6g}, {detector.threshold_kind})")
     print(f"read {len(windows)} windows from {args.windows}")
 
     counts: dict[str, object] = {}
@@ -99,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"scored {len(test)} windows ({num_lines} lines) in {score_s:.2f} s "
           f"({timings['windows_per_s']:.0f} windows/s); {result['num_flagged']} flagged anomalous")
     if result["metrics"]:
-        print(format_metrics_table(result))
+        print(format_metrics_table(result, f"{detector.threshold_kind} (stored)"))
     else:
         print("no labelled windows: metrics skipped")
     lines = None
@@ -112,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
               f"(line threshold {detector.line_threshold:.6g}), {line_result['num_labelled']} labelled "
               f"({line_result['num_anomalous']} anomalous)")
         if line_result["metrics"]:
-            print(format_metrics_table(line_result))
+            print(format_metrics_table(line_result, f"{detector.threshold_kind} (stored)"))
         else:
             print("no labelled lines: line metrics skipped")
     note = label_note(args.windows)
@@ -122,7 +123,9 @@ def run(args: argparse.Namespace) -> int:
         write_report(
             args.report, scores=scores, labels=test["label"], window_ids=test["window_id"],
             threshold=detector.threshold, method=detector.name,
-            threshold_note="label-free (chosen on normal validation windows, stored with the model)",
+            threshold_note=("label-free (chosen on normal validation windows, stored with the model)"
+                            if not detector.supervised else
+                            getattr(detector, "threshold_strategy", "") or detector.threshold_kind),
             counts=counts, timings=timings, extra={"model_dir": str(model_dir)},
             lines=lines, line_threshold=detector.line_threshold if lines is not None else None, label_note=note,
         )

@@ -171,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
     (out / "training.json").write_text(json.dumps(training, indent=2, default=str) + "\n")
     print(f"fitted {cls.name} in {fit_s:.1f} s: {len(report.history)} epochs, best epoch "
           f"{report.best_epoch}{' (stopped early)' if report.stopped_early else ''}; "
-          f"threshold {detector.threshold:.6g} (label-free)")
+          f"threshold {detector.threshold:.6g} ({detector.threshold_kind})")
 
     result: dict[str, Any] = {}
     if len(split.test):
@@ -183,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
               f"({result['num_windows'] / max(score_s, 1e-9):.0f} windows/s), "
               f"{result['num_flagged']} flagged")
         if result["metrics"]:
-            print(format_metrics_table(result))
+            print(format_metrics_table(result, f"{detector.threshold_kind} (stored)"))
     print(f"model written to {out}" + (" (with templates.json)" if templates.is_file() else ""))
     if args.registry:
         metrics = {k: v for k, v in (result.get("metrics") or {}).items() if isinstance(v, int | float)}

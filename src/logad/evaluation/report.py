@@ -215,12 +215,13 @@ def _plots(out: Path, scores: np.ndarray, labels: np.ndarray, threshold: float, 
     return written
 
 
-def format_metrics_table(result: Mapping[str, Any]) -> str:
-    """A markdown table of an :func:`evaluate_scores` result (headline + oracle bound)."""
+def format_metrics_table(result: Mapping[str, Any], stored: str = "label-free (stored)") -> str:
+    """A markdown table of an :func:`evaluate_scores` result (headline + oracle bound);
+    ``stored`` names the stored threshold's kind in the headline row."""
     rows = ["| threshold | precision | recall | F1 | AUROC | AUPR |", "|---|---|---|---|---|---|"]
     m = result.get("metrics")
     if m:
-        rows.append("| label-free (stored) | " + " | ".join(_fmt(m[k]) for k in METRIC_NAMES) + " |")
+        rows.append(f"| {stored} | " + " | ".join(_fmt(m[k]) for k in METRIC_NAMES) + " |")
     o = result.get("oracle_upper_bound")
     if o:
         rows.append("| oracle: UPPER BOUND (test-tuned) | " + " | ".join(_fmt(o[k]) for k in METRIC_NAMES) + " |")

@@ -267,6 +267,12 @@ class Detector(ABC):
         self._check_fitted()
         self._threshold = float(value)
 
+    @property
+    def threshold_kind(self) -> str:
+        """How the stored threshold was chosen, in a few words (for reports): label-free for
+        the unsupervised methods; a supervised method says what it tuned on."""
+        return "label-free" if not self.supervised else "validation-tuned"
+
     def predict(self, windows: pd.DataFrame | pa.Table) -> np.ndarray:
         """Verdicts at the stored threshold: 1 anomalous, 0 normal."""
         return (self.score(windows) > self.threshold).astype(np.int8)

@@ -276,6 +276,11 @@ class Classical(Detector):
             else np.full(len(frame), np.nan)
         return x, y
 
+    @property
+    def threshold_kind(self) -> str:
+        strategy = getattr(self, "threshold_strategy", "")
+        return strategy.split(":", 1)[0] if strategy else "validation-tuned"
+
     def _sample_sources(self, frame: pd.DataFrame, batch: LineBatch) -> np.ndarray:
         """The source of every sample (its window's ``input``, else ``source``)."""
         col = "input" if "input" in frame and frame["input"].notna().any() else "source"
@@ -341,6 +346,7 @@ class Classical(Detector):
 
         # cross-validation: the sampler inside each fold's training rows only
         oof = None
+        fold_f1s: list[float] = []
         groups = self._sample_sources(train, tb)[keep] if c.cross_source else None
         n_sources = len(set(groups.tolist())) if groups is not None else 0
         cross_source = n_sources >= 2
@@ -360,7 +366,10 @@ class Classical(Detector):
                 pipe.fit(x[tr], y[tr])
                 model.adopt(pipe.steps[-1][1])
                 oof[te] = model.proba(x[te])
-                entry = {"phase": "cv", "epoch": k, **_metrics(y[te], oof[te])}
+                m = _metrics(y[te], oof[te])
+                fold_f1s.append(m.get("f1", float("nan")))
+                entry = {"phase": "cv", "epoch": k, "fold_f1": m.get("f1", float("nan")),
+                         "fold_aupr": m.get("aupr", float("nan")), "cv_f1": float(np.nanmean(fold_f1s))}
                 history.append(entry)
                 if callable(progress):
                     progress(dict(entry))
@@ -399,7 +408,12 @@ class Classical(Detector):
         self._threshold = float(cut)
         self._line_threshold = float(cut) if level == "line" else None
         self.threshold_strategy = strategy
-        val_entry = {"phase": "final", "epoch": len(history), **(_metrics(val_y, val_scores) if len(val_y) else {})}
+        vm = _metrics(val_y, val_scores) if len(val_y) else {}
+        val_entry = {"phase": "final", "epoch": len(history), "val_samples": float(len(val_y))}
+        if "f1" in vm:
+            val_entry |= {"val_f1": vm["f1"], "val_aupr": vm["aupr"]}
+        if fold_f1s:
+            val_entry["cv_f1"] = float(np.nanmean(fold_f1s))
         history.append(val_entry)
         if callable(progress):
             progress(dict(val_entry))
@@ -408,8 +422,8 @@ class Classical(Detector):
             num_train_windows=len(train), num_val_windows=len(val), threshold=self._threshold,
             extra={"level": level, "model": c.model, "sampler": sampler_name, "imbalance_ratio": round(ratio, 3),
                    "train_samples": int(len(y)), "train_anomalous": int(y.sum()), "num_features": len(self.feature_names), "threshold_strategy": strategy,
-                   "cv_f1": float(np.mean([h["f1"] for h in history if h.get("phase") == "cv"]))
-                   if oof is not None else None},
+                   "cv_f1": float(np.nanmean(fold_f1s)) if fold_f1s else None,
+                   "cv_by_source": cross_source},
         )
         self.fit_report = report
         return report
