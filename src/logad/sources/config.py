@@ -228,17 +228,25 @@ class SlidingGrouping(_Strict):
     """Time windows of ``window_size_s`` starting every ``step_s`` (aligned to the epoch)."""
 
     kind: Literal["sliding"] = "sliding"
-    window_size_s: float = Field(300.0, gt=0, description="Window length in seconds.")
-    step_s: float = Field(60.0, gt=0, description="Seconds between window starts.")
+    window_size_s: float = Field(300.0, gt=0, description="Window length in seconds (1 ms at least).")
+    step_s: float = Field(60.0, gt=0, description="Seconds between window starts (1 ms at least).")
 
     @model_validator(mode="after")
     def _step(self) -> SlidingGrouping:
-        if self.step_s > self.window_size_s:
+        if self.step_s > self.window_size_s or self.step_s < 0.001:
             raise ValueError(
-                f"grouping.step_s must be in (0, window_size_s={self.window_size_s:g}]; "
+                f"grouping.step_s must be in [0.001, window_size_s={self.window_size_s:g}]; "
                 f"got {self.step_s:g}"
             )
+        if self.window_size_s / self.step_s > _MAX_WINDOWS_PER_LINE:
+            raise ValueError(
+                f"grouping.window_size_s / step_s must be at most {_MAX_WINDOWS_PER_LINE:,} (each line is "
+                f"copied into that many windows); got {self.window_size_s:g} / {self.step_s:g}"
+            )
         return self
+
+
+_MAX_WINDOWS_PER_LINE = 10_000
 
 
 class FixedGrouping(_Strict):

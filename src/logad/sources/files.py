@@ -473,6 +473,14 @@ def read_shard(
                 fh = fs.open_input_stream(path, compression=None)
                 first = fh.read(_COMPRESSED_CHUNK)
                 codec = _codec_of(first)
+                magic = {"zstd": _ZSTD_MAGIC, "gzip": _GZIP_MAGIC}.get(f.compression, b"")
+                if first and len(first) < len(magic) and magic.startswith(first):  # cut inside the magic
+                    if shard.speaks_for_file:
+                        stats.files = 1
+                        stats.error(f, "truncated", len(first), f"the {f.compression} stream ends in its first "
+                                    "bytes: the file is truncated")
+                    yield _empty_table(), stats.flush()
+                    return
                 pos: int | None = 0
                 chunks = _plain_chunks(fh, first) if codec == "none" else _decompressed_chunks(fh, codec, first)
                 head, chunks = _peek(chunks, _HEAD_BYTES)

@@ -184,15 +184,17 @@ class LineSplitter:
         first whitespace runs gives tokens that carry those literals, that split is
         the one the regex finds too (a shorter field would need whitespace inside a
         token), so those lines skip the regex. The rest (a field with whitespace in
-        it, a missing literal, a vertical tab: Arrow splits on it, ``\\s`` does not)
-        go through the regex.
+        it, a missing literal, a vertical tab: Arrow splits on it, ``\\s`` does not;
+        a line break inside a line sent as one: ``.`` does not cross it) go through
+        the regex.
         """
         plan = self._plan
         assert plan is not None
         k = len(plan) - 1
         parts = pc.ascii_split_whitespace(raw, max_splits=k)
-        good = pc.fill_null(pc.and_(pc.equal(pc.list_value_length(parts), k + 1),
-                                    pc.invert(pc.match_substring(raw, "\x0b"))), False).to_numpy(zero_copy_only=False)
+        odd = pc.or_(pc.match_substring(raw, "\x0b"), pc.match_substring(raw, "\n"))
+        good = pc.fill_null(pc.and_(pc.equal(pc.list_value_length(parts), k + 1), pc.invert(odd)),
+                            False).to_numpy(zero_copy_only=False)
         idx = np.flatnonzero(good)
         sub = parts.take(pa.array(idx))
         tokens = [pc.list_element(sub, i) for i in range(k + 1)]

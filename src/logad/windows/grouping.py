@@ -80,7 +80,8 @@ def assign_windows(
         keep = pc.is_valid(ts)
         lines = lines.filter(keep)
         t = lines["ts"].cast(pa.int64()).to_numpy()
-        size, step = int(grouping.window_size_s * _US), int(grouping.step_s * _US)
+        # rounded: 1.001 s is 1000999.99… µs as a float, and int() would make windows drift
+        size, step = round(grouping.window_size_s * _US), round(grouping.step_s * _US)
         last = np.floor_divide(t, step) * step
         first = (np.floor_divide(t - size, step) + 1) * step
         reps = ((last - first) // step + 1).astype(np.int64)
