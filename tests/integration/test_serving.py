@@ -89,6 +89,21 @@ def _train_unseen(out: Path, lines: list[str], config) -> Path:
     return out
 
 
+def _train_classical(out: Path, lines: list[str], config) -> Path:
+    """The classical pipeline per line (BGL labels its lines), a few trees."""
+    from logad.methods.classical import Classical
+
+    store = _mine(lines, config)
+    windows, _ = from_lines(lines, config, store, file_name="bgl.log")
+    k = np.arange(len(windows)) % 4
+    det = Classical(n_estimators=30, max_depth=4, cv_folds=0, n_jobs=1, device="cpu")
+    det.fit(windows[k < 3], windows[k == 3])
+    det.save(out)
+    store.save(out / "templates.json")
+    (out / "source.json").write_text(config.model_dump_json())
+    return out
+
+
 @pytest.fixture(scope="module")
 def sources(hdfs_sample, hdfs_sample_lines):
     hdfs_normal = {r["BlockId"] for r in csv.DictReader(open(hdfs_sample[1])) if r["Label"] != "Anomaly"}
@@ -112,6 +127,8 @@ def registry(tmp_path_factory, sources):
     lines, config, _ = sources["bgl"]
     models["bgl-lines"] = _train_unseen(base / "model-bgl-lines", lines, config)
     reg.register(models["bgl-lines"], "bgl-lines", promote=True)
+    models["bgl-classical"] = _train_classical(base / "model-bgl-classical", lines[:1500], config)
+    reg.register(models["bgl-classical"], "bgl-classical", promote=True)
     return reg, models
 
 
@@ -451,3 +468,29 @@ def test_serve_and_probe_for_the_demo(url, registry, sources):
     assert out["url"] == url  # Serve's HTTP options are fixed for the cluster's lifetime
     assert out["model"]["id"] == "hdfs@fastlogad/v1" and out["summary"]["lines"] == 400
     assert out["windows"] == _detect(url, "hdfs", lines)["windows"]
+
+
+def test_a_classical_model_serves_line_verdicts_with_their_top_features(url, registry, sources):
+    """The scorer gets the lines, times and message offsets the features need (not only template
+    ids): its scores are the in-process ones, and flagged windows name the features that drove
+    them, with their values and SHAP values."""
+    from logad.methods import load_detector
+
+    _, models = registry
+    lines, config, _ = sources["bgl"]
+    batch = lines[:400]
+    out = _detect(url, "bgl-classical", batch)
+    assert out["model"]["method"] == "classical" and out["model"]["line_level"] is True
+    det = load_detector(models["bgl-classical"])
+    store = TemplateStore.load(models["bgl-classical"] / "templates.json")
+    windows, _ = from_lines(batch, config, store)
+    np.testing.assert_allclose([w["score"] for w in out["windows"]], det.score(windows), rtol=1e-6)
+    flagged = [w for w in out["windows"] if w["verdict"] == "anomalous"]
+    assert flagged, "the BGL fixture's first 400 lines hold labelled anomalies the model flags"
+    for w in flagged:
+        assert w["anomalous_lines"] and w["evidence"]
+        top = w["top_features"]
+        assert 0 < len(top) <= 5 and all(set(f) == {"name", "value", "shap"} for f in top)
+        assert all(f["name"] in det.feature_names for f in top)
+        assert [abs(f["shap"]) for f in top] == sorted((abs(f["shap"]) for f in top), reverse=True)
+    assert not any("top_features" in w for w in out["windows"] if w["verdict"] == "normal")

@@ -39,6 +39,7 @@ prepare_ray_env()
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import pyarrow as pa  # noqa: E402
 from fastapi import Depends, FastAPI, Query, Request  # noqa: E402
 from fastapi import Path as PathParam  # noqa: E402
 from fastapi.exceptions import RequestValidationError  # noqa: E402
@@ -153,10 +154,13 @@ def _score_group(detector: Any, requests: list[dict[str, Any]]) -> list[dict[str
     t0 = time.perf_counter()
     sizes = [len(r["event_ids"]) for r in requests]
     frame = pd.DataFrame({"event_ids": [e for r in requests for e in r["event_ids"]]})
+    for name in requests[0].get("columns") or {}:  # the other columns a method scores from
+        frame[name] = [v for r in requests for v in r["columns"][name]]
     own = float(detector.threshold)
     line_level = bool(getattr(detector, "line_level", False))
     wants = any(r["explain"] != "none" for r in requests)
     evidence: list = [None] * len(frame)
+    features: list = [None] * len(frame)
     hits: list | None = None
     line_threshold: float | None = None
     found: list | None = None
@@ -187,11 +191,34 @@ def _score_group(detector: Any, requests: list[dict[str, Any]]) -> list[dict[str
             explained = {int(i): found[i] for i in marked} if found is not None else {}
         for i, e in explained.items():
             evidence[i] = [(ev.index, ev.event_id, ev.probability) for ev in e.lines]
+            if e.features:
+                features[i] = [(f.name, f.value, f.shap) for f in e.features]
     ms = round((time.perf_counter() - t0) * 1e3, 3)
-    return [{"threshold": own, "scores": scores[a:b].tolist(), "evidence": evidence[a:b], "compute_ms": ms,
+    return [{"threshold": own, "scores": scores[a:b].tolist(), "evidence": evidence[a:b],
+             "features": features[a:b], "compute_ms": ms,
              "line_level": line_level, "line_threshold": line_threshold,
              "line_hits": hits[a:b] if hits is not None else None}
             for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def _scoring_columns(method: str, table: Any) -> dict[str, list]:
+    """The windows columns besides ``event_ids`` that ``method`` scores from
+    (``Detector.scoring_columns``), as lists for the scorer's payload."""
+    from logad.methods import get_method
+
+    try:
+        names = tuple(getattr(get_method(method), "scoring_columns", ()))
+    except Exception:  # noqa: BLE001 - an unknown method fails later, with its own message
+        return {}
+    out: dict[str, list] = {}
+    for name in names:
+        if name not in table.column_names:
+            continue
+        col = table.column(name)
+        if name == "line_times":  # integer microseconds, as read_windows gives them
+            col = col.cast(pa.list_(pa.int64()))
+        out[name] = col.to_pylist()
+    return out
 
 
 def _method_line_level(method: str) -> bool:
@@ -485,7 +512,8 @@ class Ingress:
         result = None
         if table.num_rows:
             payload = {"model_id": ctx.model_id, "event_ids": table.column("event_ids").to_pylist(),
-                       "explain": explain if want else "none", "threshold": mv.threshold}
+                       "explain": explain if want else "none", "threshold": mv.threshold,
+                       "columns": _scoring_columns(mv.method, table)}
             result = await self.score_batch(payload)
             if "error" in result:  # the model could not be loaded or scored
                 return _error(503, f"cannot score with {ctx.model_id}: {result['error']}")
@@ -535,6 +563,10 @@ class Ingress:
                     {"index": idx, "line": window_lines[i][idx], "event_id": eid, "probability": round(p, 6)}
                     for idx, eid, p in found[:max_evidence]
                 ]
+                top = (result.get("features") or [None] * (i + 1))[i]
+                if top:  # feature-based models: what drove the verdict, with SHAP values
+                    w["top_features"] = [{"name": n, "value": _finite(v), "shap": _finite(sv)}
+                                         for n, v, sv in top[:max_evidence]]
             windows.append(w)
 
         # (Ray counters refuse an increment of 0)
