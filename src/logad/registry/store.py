@@ -9,12 +9,30 @@ Layout under the registry root (a local path or any pyarrow filesystem URI)::
     ROOT/<source>/serving.json                {"method": M, "version": N, ...}: what the
                                               HTTP service scores this source with
 
-Crash safety. A version is uploaded into a hidden ``.tmp-*`` folder, then moved to
-its final name, and its ``manifest.json`` (with a SHA-256 per file) is written last.
-A folder without a manifest is an interrupted write: it is never listed, never
-served, and the next version number skips past it. Aliases are small JSON files
-written to a temporary name and renamed over the old one (on object stores a
-single PUT, which is atomic too), so "production" always names a complete version.
+Crash safety: a writer killed at any point leaves only complete versions listed,
+and aliases that name complete versions.
+
+- A version is written into a hidden ``.tmp-*`` folder next to its final place.
+  On a local or mounted file system its files and its ``manifest.json`` (a SHA-256
+  per file) are written and flushed to disk there, and one ``rename`` makes it
+  appear, whole, as ``vNNNNNN``. Object stores have no atomic rename: there the
+  folder is moved first and the manifest written last, as its commit point.
+- A version folder without a manifest (an object-store move cut short) is never
+  listed or served, and the next version number skips past it.
+- Aliases are small JSON files written to a temporary name, flushed, and renamed
+  over the old one (``os.replace``; on object stores a single PUT, atomic too), so
+  a reader sees the old alias or the new one, never a torn one. ``promote`` writes
+  the method's production alias, then the source's serving alias: a promotion cut
+  between the two has moved the first only (both still name complete versions);
+  running it again finishes it.
+- Leftovers of killed writers (``.tmp-*`` folders and files) are removed by the
+  next write to the same place: at once where the writer was a process on this
+  host that no longer runs, otherwise once they are older than an hour.
+
+``$LOGAD_REGISTRY_PAUSE_AT`` is for crash tests only: set to K (or to a step's
+NAME), every write step prints ``registry step: NAME`` to stderr and the K-th (or
+the named one) stops there for good (0: none does), so a test can kill the writer
+at each step in turn.
 
 Source and method names are checked against a strict pattern, so no name can
 escape the registry root (``../../etc`` is refused).
@@ -26,6 +44,8 @@ import hashlib
 import json
 import os
 import re
+import socket
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -54,7 +74,56 @@ PRODUCTION = "production.json"
 SERVING = "serving.json"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _VERSION_DIR = re.compile(r"v(\d{6})")
+_LEFTOVER = re.compile(r"\.tmp-(?P<label>.+)-(?P<pid>\d+)-[0-9a-f]{8}@(?P<host>[^/@]+)")
 _CHUNK = 1 << 20
+STALE_AFTER_S = 3600.0
+"""A ``.tmp-*`` leftover whose writer cannot be checked is removed once this old."""
+PAUSE_ENV = "LOGAD_REGISTRY_PAUSE_AT"
+_steps_done = 0
+
+
+def _step(name: str) -> None:
+    """Crash-test hook: with ``$LOGAD_REGISTRY_PAUSE_AT`` set to K (or to a step's name),
+    announce each finished write step on stderr and stop for good after the K-th (0:
+    never) or the named one, so a test can kill the writer right there."""
+    global _steps_done
+    at = os.environ.get(PAUSE_ENV)
+    if not at:
+        return
+    _steps_done += 1
+    print(f"registry step: {name}", file=sys.stderr, flush=True)
+    if at == name or (at.isdigit() and _steps_done == int(at)):
+        time.sleep(3600)
+
+
+def _tmp_name(label: str) -> str:
+    """A hidden temporary name that says which process on which host writes it."""
+    return f".tmp-{label}-{os.getpid()}-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
+
+
+def _writer_gone(name: str, mtime: float | None, now: float) -> bool:
+    """Whether the ``.tmp-*`` entry ``name`` is a dead writer's leftover."""
+    m = _LEFTOVER.fullmatch(name)
+    if m is not None and m.group("host") == socket.gethostname():
+        pid = int(m.group("pid"))
+        if pid == os.getpid():
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, someone else's
+            return False
+        return False
+    return mtime is not None and now - mtime > STALE_AFTER_S
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class RegistryError(LogadError):
@@ -165,15 +234,18 @@ class ModelRegistry:
         return data
 
     def _write_json_atomic(self, path: str, data: dict[str, Any]) -> None:
-        payload = (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")
+        payload = _json_bytes(data)
         if self._local:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+            parent = Path(path).parent
+            parent.mkdir(parents=True, exist_ok=True)
+            tmp = str(parent / _tmp_name(Path(path).name))
             with open(tmp, "wb") as fh:
                 fh.write(payload)
                 fh.flush()
                 os.fsync(fh.fileno())
+            _step(f"{Path(path).name} written aside")
             os.replace(tmp, path)  # atomic on POSIX: readers see the old or the new file
+            _fsync_dir(str(parent))
         else:
             with self._fs.open_output_stream(path) as fh:  # one PUT: atomic on object stores
                 fh.write(payload)
@@ -350,14 +422,33 @@ class ModelRegistry:
 
         parent = self._path(source, method)
         self._fs.create_dir(parent, recursive=True)
+        self._sweep_leftovers(parent)
+        self._sweep_leftovers(self._path(source))
+        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         for _attempt in range(20):
             taken = self._version_numbers(source, method, complete=False)
             number = (taken[-1] if taken else 0) + 1
             final = self._path(source, method, f"v{number:06d}")
-            tmp = self._path(source, method, f".tmp-v{number:06d}-{uuid.uuid4().hex[:8]}")
+            tmp = self._path(source, method, _tmp_name(f"v{number:06d}"))
+            manifest = {
+                "source": source,
+                "method": method,
+                "version": number,
+                "created_at": created,
+                "logad_version": __version__,
+                "threshold": threshold,
+                "metrics": metrics or {},
+                "sweep": sweep,
+                "files": sums,
+            }
             self._fs.create_dir(tmp, recursive=True)
             for name in files:
                 self._upload(model_dir / name, f"{tmp}/{name}")
+                _step(f"uploaded {name}")
+            if self._local:  # the manifest inside, then one rename makes the whole version appear
+                _write_local(f"{tmp}/{MANIFEST}", _json_bytes(manifest))
+                _fsync_dir(tmp)
+                _step("manifest written")
             try:
                 self._move_dir(tmp, final)
             except _Taken:
@@ -366,19 +457,10 @@ class ModelRegistry:
             break
         else:  # pragma: no cover - 20 concurrent writers in a row
             raise RegistryError(f"could not allocate a version for {source}/{method}")
-
-        manifest = {
-            "source": source,
-            "method": method,
-            "version": number,
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "logad_version": __version__,
-            "threshold": threshold,
-            "metrics": metrics or {},
-            "sweep": sweep,
-            "files": sums,
-        }
-        self._write_json_atomic(f"{final}/{MANIFEST}", manifest)  # the commit point
+        _step(f"v{number:06d} in place")
+        if not self._local:
+            self._write_json_atomic(f"{final}/{MANIFEST}", manifest)  # the commit point
+            _step("manifest written")
 
         first = self.production_version(source, method) is None
         if promote or first:
@@ -399,15 +481,47 @@ class ModelRegistry:
         validate_name("method", method)
         number = _as_version(version)
         self._read_version(source, method, number)  # raises when it does not exist
+        self._sweep_leftovers(self._path(source, method))
+        self._sweep_leftovers(self._path(source))
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self._write_json_atomic(self._path(source, method, PRODUCTION), {"version": number, "promoted_at": stamp})
+        _step(f"{PRODUCTION} in place")
         if serve:
             self._write_json_atomic(
                 self._path(source, SERVING), {"method": method, "version": number, "promoted_at": stamp}
             )
+            _step(f"{SERVING} in place")
         return self.get(source, method, number)
 
+    def _sweep_leftovers(self, folder: str) -> list[str]:
+        """Remove the ``.tmp-*`` leftovers of dead writers in ``folder``; their names."""
+        try:
+            infos = self._fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+        except OSError:
+            return []
+        now = time.time()
+        removed = []
+        for info in infos:
+            if not info.base_name.startswith(".tmp-"):
+                continue
+            mtime = info.mtime.timestamp() if info.mtime is not None else None
+            if not _writer_gone(info.base_name, mtime, now):
+                continue
+            try:
+                if info.type == pafs.FileType.Directory:
+                    self._fs.delete_dir(info.path)
+                else:
+                    self._fs.delete_file(info.path)
+            except OSError:  # another writer swept it first
+                continue
+            removed.append(info.base_name)
+        return removed
+
     def _upload(self, local: Path, dest: str) -> None:
+        if self._local:  # flushed to disk before the rename that publishes it
+            with open(local, "rb") as fin:
+                _write_local(dest, fin)
+            return
         with open(local, "rb") as fin, self._fs.open_output_stream(dest) as fout:
             while chunk := fin.read(_CHUNK):
                 fout.write(chunk)
@@ -415,11 +529,12 @@ class ModelRegistry:
     def _move_dir(self, tmp: str, final: str) -> None:
         if self._local:
             try:
-                os.rename(tmp, final)  # fails if `final` exists and is not empty
+                os.rename(tmp, final)  # atomic; fails if `final` exists and is not empty
             except OSError as exc:
                 if Path(final).exists():
                     raise _Taken from exc
                 raise
+            _fsync_dir(str(Path(final).parent))
             return
         if self._fs.get_file_info(final).type != pafs.FileType.NotFound:
             raise _Taken
@@ -430,6 +545,22 @@ class ModelRegistry:
 
 class _Taken(Exception):
     pass
+
+
+def _json_bytes(data: dict[str, Any]) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
+def _write_local(path: str, data: bytes | Any) -> None:
+    """Write bytes (or copy a binary file object) to ``path`` and flush it to disk."""
+    with open(path, "wb") as fh:
+        if isinstance(data, bytes):
+            fh.write(data)
+        else:
+            while chunk := data.read(_CHUNK):
+                fh.write(chunk)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def _as_version(version: int | str) -> int:
