@@ -43,6 +43,7 @@ class Planted:
     warnings: dict[str, str] = field(default_factory=dict)  # file → kind
     may_add_lines: set[str] = field(default_factory=set)  # files whose damage may yield extra (garbled) lines
     kinds: Counter = field(default_factory=Counter)  # hostile inputs made, by kind
+    controls: int = 0  # clean files among them (plain, in a nested folder)
     bytes: int = 0
 
     def problem(self, rel: str, kind: str, line: int) -> None:
@@ -103,7 +104,7 @@ def build(folder: Path, family: str = "syslog", *, copies: int = 1, long_line_by
     n = lines_per_file
     for c in range(copies):
         sfx = f"-{c:03d}" if copies > 1 else ""
-        _plain(folder, f"good{sfx}.log", src.take(n), p, "plain")
+        _plain(folder, f"good{sfx}.log", src.take(n), p)
         _non_utf8(folder, f"nonutf8{sfx}.log", src.take(n), p, rng)
         _nul(folder, f"nul{sfx}.log", src.take(n), p, rng)
         _zero_fill(folder, f"crash{sfx}.log", src.take(n), p)
@@ -118,7 +119,7 @@ def build(folder: Path, family: str = "syslog", *, copies: int = 1, long_line_by
         _empty(folder, sfx, p)
         sub = folder / f"nested{sfx}" / "deeper"
         sub.mkdir(parents=True, exist_ok=True)
-        _plain(folder, f"nested{sfx}/deeper/inner.log", src.take(n), p, "nested_folder")
+        _plain(folder, f"nested{sfx}/deeper/inner.log", src.take(n), p)
     if long_line_bytes:
         _long(folder, "long.log", src.take(2 * n), p, long_line_bytes, rng)
     if special:
@@ -140,10 +141,10 @@ def _plant(p: Planted, rel: str, lines: list[bytes], first: int = 1) -> None:
         p.good[(rel, first + k)] = line.decode("utf-8")
 
 
-def _plain(folder: Path, rel: str, lines: list[bytes], p: Planted, kind: str) -> None:
+def _plain(folder: Path, rel: str, lines: list[bytes], p: Planted) -> None:
     _write_lines(folder / rel, lines)
     _plant(p, rel, lines)
-    p.kinds[kind] += 1
+    p.controls += 1
 
 
 def _non_utf8(folder: Path, rel: str, lines: list[bytes], p: Planted, rng) -> None:
@@ -280,7 +281,7 @@ def _long(folder: Path, rel: str, lines: list[bytes], p: Planted, size: int, rng
     _plant(p, rel, lines[:half])
     _plant(p, rel, lines[half:], first=half + 2)
     p.problem(rel, "too_long", half + 1)
-    p.kinds["line_of_tens_of_mb"] += 1
+    p.kinds["long_line"] += 1
 
 
 def _special(folder: Path, lines: list[bytes], p: Planted) -> None:
@@ -306,5 +307,6 @@ def _special(folder: Path, lines: list[bytes], p: Planted) -> None:
     if Path("/proc/self/mem").exists():  # reading fails with EIO, even for root (as a bad disk does)
         os.symlink("/proc/self/mem", folder / "eio.log")
         p.errors["eio.log"] = ("unreadable", 0, 0)
-    p.kinds.update({"dangling_link": 1, "self_link": 1, "folder_link_loop": 1, "second_name": 1,
-                    "named_pipe": 1, "unreadable": 1 + Path("/proc/self/mem").exists()})
+    p.kinds.update({"dangling_link": 1, "self_link": 1, "folder_link_loop": 1, "second_name": 1, "named_pipe": 1,
+                    "chmod_000" if os.access(locked, os.R_OK) else "unreadable_chmod_000": 1,
+                    "read_error_eio": int(Path("/proc/self/mem").exists())})
