@@ -95,7 +95,7 @@ def service(tmp_path_factory, hdfs_sample, hdfs_sample_lines):
     pids = _replica_pids()
     assert len(pids) == 1, pids
     yield SimpleNamespace(url=url, token=token, token_file=token_file, lines=lines, pid=pids[0],
-                          auth={"Authorization": f"Bearer {token}"})
+                          auth={"Authorization": f"Bearer {token}"}, registry=reg.root)
     stop()
     serve.shutdown()
 
@@ -304,3 +304,73 @@ def test_the_generated_tests_reached_every_operation():
     assert {label for label, _ in CASES} == set(OPERATIONS), CASES
     assert CASES[OPERATIONS[2], "positive, source hdfs"].get(200), CASES
     print(f"generated cases: {sum(sum(c.values()) for c in CASES.values())} {CASES}")
+
+
+# -- TLS in Serve itself (runs last: it replaces the module's deployment) -----------------------------
+
+
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 that is its own authority, and its key."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "logad test")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+def test_serve_can_terminate_tls_itself(service, tmp_path):
+    """http_options ssl_certfile/ssl_keyfile: the deploy waits on https, clients verify the
+    certificate, and plain HTTP gets no answer from the service."""
+    import yaml
+    from ray import serve
+
+    from logad.serving.local import free_port, start, stop
+
+    cert, key = _self_signed(tmp_path)
+    config = yaml.safe_load((ROOT / "serve" / "config.yaml").read_text())
+    config["http_options"].update(ssl_certfile=str(cert), ssl_keyfile=str(key))
+    (tmp_path / "serve.yaml").write_text(yaml.safe_dump(config))
+    stop()
+    serve.shutdown()  # Serve's HTTP options are fixed while it runs
+    try:
+        url = start(service.registry, port=free_port(), config=tmp_path / "serve.yaml",
+                    args={**LIMITS, "api_token_file": str(service.token_file)},
+                    deployments={"Ingress": {"num_replicas": 1}}, log=lambda _: None)
+        assert url.startswith("https://127.0.0.1:")
+        assert requests.get(f"{url}/healthz", verify=str(cert), timeout=30).json()["status"] == "ok"
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(f"{url}/healthz", timeout=30)  # not a certificate the system trusts
+        try:
+            plain = requests.get(f"{url.replace('https', 'http', 1)}/healthz", timeout=10).status_code
+        except requests.RequestException:
+            plain = None
+        assert plain != 200
+        f = tmp_path / "part.log"
+        f.write_text("\n".join(service.lines[:100]) + "\n")
+        env = {**os.environ, "LOGAD_API_TOKEN": service.token, "SSL_CERT_FILE": str(cert),
+               "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+        proc = subprocess.run([sys.executable, "-m", "logad.cli", "detect", "hdfs", str(f), "--url", url],
+                              capture_output=True, text=True, timeout=120, env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip().splitlines()[-1].startswith("detect hdfs: 100 lines in 1 request(s)")
+    finally:
+        stop()
+        serve.shutdown()

@@ -119,8 +119,10 @@ def _requires_token(url: str) -> bool:
     import urllib.error
     import urllib.request
 
+    from logad.serving.local import probe_context
+
     try:
-        with urllib.request.urlopen(f"{url}/v1/sources", timeout=10):
+        with urllib.request.urlopen(f"{url}/v1/sources", timeout=10, context=probe_context(url)):
             return False
     except urllib.error.HTTPError as exc:
         return exc.code == 401

@@ -95,7 +95,8 @@ class AppArgs(BaseModel):
     max_decompressed_bytes: int = Field(64 << 20, gt=0, description="Largest body after "
                                         "decompression (413 above; the decompression-bomb guard).")
     max_lines: int = Field(200_000, gt=0, description="Most lines in one request (413 above).")
-    max_line_chars: int = Field(65_536, gt=0, description="Longest line, in characters (413 above).")
+    max_line_chars: int = Field(1 << 20, gt=0, description="Longest line, in characters (413 above); "
+                                "the default is ingest's max_line_bytes, so no line ingest keeps is refused.")
     api_token_file: str | None = Field(None, description="File holding the bearer token the /v1 API "
                                        "requires (every replica reads it at start); see logad.serving.auth.")
     api_token_sha256: str | None = Field(None, description="SHA-256 (hex) of that token, instead of the "

@@ -51,7 +51,7 @@ class BodyLimits:
     """Body after decompression: larger → 413 (the decompression-bomb guard)."""
     max_lines: int = 200_000
     """Lines per request: more → 413."""
-    max_line_chars: int = 65_536
+    max_line_chars: int = 1 << 20
     """Characters in one line: a longer line → 413."""
 
 

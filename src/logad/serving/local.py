@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -28,7 +29,8 @@ from typing import Any
 from logad.errors import ConfigError, LogadError
 
 __all__ = [
-    "APP_NAME", "default_config", "deploy", "free_port", "load_serve_config", "post_lines", "serve_and_probe",
+    "APP_NAME", "default_config", "deploy", "free_port", "load_serve_config", "post_lines", "probe_context",
+    "serve_and_probe",
     "start", "stop",
 ]
 
@@ -116,7 +118,8 @@ def deploy(config: dict[str, Any], *, wait_s: float = 180.0, log=print) -> str:
     """Deploy a Serve config on the current Ray (started if needed) and wait until healthy.
 
     Returns:
-        The base URL of the HTTP service, e.g. ``http://127.0.0.1:8000``.
+        The base URL of the HTTP service, e.g. ``http://127.0.0.1:8000`` (``https://`` where
+        ``http_options`` name a certificate: Serve terminates TLS itself).
 
     Raises:
         LogadError: the config is invalid, or the app failed or did not become healthy in time.
@@ -146,7 +149,8 @@ def deploy(config: dict[str, Any], *, wait_s: float = 180.0, log=print) -> str:
         log(f"note: Serve already runs HTTP on {http.host}:{http.port} in this cluster; "
             "`serve shutdown` first to change it")
     host = "127.0.0.1" if http.host in ("0.0.0.0", "::", "") else http.host
-    url = f"http://{host}:{http.port}"
+    scheme = "https" if schema.http_options.ssl_certfile else "http"
+    url = f"{scheme}://{host}:{http.port}"
     deadline = time.monotonic() + wait_s
     last = ""
     while time.monotonic() < deadline:
@@ -167,9 +171,21 @@ def deploy(config: dict[str, Any], *, wait_s: float = 180.0, log=print) -> str:
     raise LogadError(f"serve app(s) {names} not healthy after {wait_s:.0f}s; see `serve status`")
 
 
+def probe_context(url: str) -> ssl.SSLContext | None:
+    """For this process's own probes of a service it deployed (``/healthz``, whether ``/v1``
+    wants a token): over https, a context that takes the service's certificate as it is
+    (often self-signed for a private address). The probes send no secret; clients verify."""
+    if not url.startswith("https:"):
+        return None
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 def _healthy(url: str) -> bool:
     try:
-        with urllib.request.urlopen(f"{url}/healthz", timeout=2) as resp:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=2, context=probe_context(url)) as resp:
             return resp.status == 200
     except (urllib.error.URLError, OSError):
         return False

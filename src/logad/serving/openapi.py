@@ -93,6 +93,12 @@ class AnomalousLine(_Strict):
     score: float | None
 
 
+class Feature(_Strict):
+    name: str
+    value: float | None
+    shap: float | None = Field(description="Its SHAP value: how much it moved the score.")
+
+
 class Window(_Strict):
     window_id: str
     start: str | None = Field(description="First line's time, ISO 8601 (null where unknown).")
@@ -106,6 +112,8 @@ class Window(_Strict):
     evidence: list[Evidence] | None = Field(None, description="Lines that drove the score, where explained.")
     anomalous_lines: list[AnomalousLine] | None = Field(None, description="Line-level models only.")
     line_threshold: float | None = Field(None, description="Line-level models only.")
+    top_features: list[Feature] | None = Field(None, description="Feature-based models (classical), "
+                                               "where explained: what drove the verdict.")
 
 
 class Timing(_Strict):
