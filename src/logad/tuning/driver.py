@@ -34,6 +34,8 @@ from logad.tuning.spec import TuneSpec
 __all__ = ["SweepResult", "TrialSummary", "run_sweep"]
 
 FIT_COMPLETE = "fit_complete"
+FINAL_REPORT = "tune_final_report.json"
+"""Kept in a trial's checkpoint: its final report, so a resumed sweep need not fit it again."""
 
 
 @dataclass
@@ -78,6 +80,16 @@ def _trial(config: dict[str, Any], *, method: str, fixed: dict[str, Any], train:
 
     from logad.methods import get_method
 
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        # A resumed sweep: this trial had finished (its final checkpoint was recorded), but
+        # the driver died before it marked the trial done. Report the kept result again
+        # instead of fitting it a second time.
+        with checkpoint.as_directory() as kept:
+            final = Path(kept) / FINAL_REPORT
+            if final.is_file():
+                tune.report(json.loads(final.read_text()))
+                return
     node = ray.get_runtime_context().get_node_id()
     torch.set_num_threads(max(1, int(cpus)))  # concurrent trials must not oversubscribe cores
     cls = get_method(method)
@@ -96,14 +108,13 @@ def _trial(config: dict[str, Any], *, method: str, fixed: dict[str, Any], train:
         raise DataError(f"{method} never reported {metric!r}; pick a metric it reports per epoch")
     kept = report.history[report.best_epoch] if 0 <= report.best_epoch < len(report.history) else {}
     final = float(kept.get(metric, values[-1]))
+    result = {metric: final, FIT_COMPLETE: 1, "threshold": float(detector.threshold),
+              "epochs_run": len(report.history), "train_time_s": report.train_time_s,
+              "trial_started": started, "reported_at": time.time(), "node_id": node}
     with tempfile.TemporaryDirectory() as tmp:
         detector.save(tmp)
-        tune.report(
-            {metric: final, FIT_COMPLETE: 1, "threshold": float(detector.threshold),
-             "epochs_run": len(report.history), "train_time_s": report.train_time_s,
-             "trial_started": started, "reported_at": time.time(), "node_id": node},
-            checkpoint=tune.Checkpoint.from_directory(tmp),
-        )
+        (Path(tmp) / FINAL_REPORT).write_text(json.dumps(result))
+        tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
 def _cluster_has_gpu() -> bool:
@@ -243,6 +254,7 @@ def run_sweep(
         shutil.rmtree(model_dir)
     if best.completed and best_result.checkpoint is not None:
         best_result.checkpoint.to_directory(str(model_dir))
+        (model_dir / FINAL_REPORT).unlink(missing_ok=True)  # the sweep's bookkeeping, not the model's
         log(f"best trial {best.trial_id}: restored from its checkpoint")
     else:
         log(f"best trial {best.trial_id} was stopped before it finished: retraining it with its config")
