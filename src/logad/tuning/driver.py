@@ -227,8 +227,10 @@ def run_sweep(
             param_space=space,
             tune_config=tune.TuneConfig(
                 metric=spec.metric, mode=spec.mode, num_samples=num_samples, scheduler=scheduler,
-                search_alg=BasicVariantGenerator(random_state=spec.seed),
-                max_concurrent_trials=spec.max_concurrent_trials,
+                # the limit goes to the generator: Tune ignores TuneConfig's max_concurrent_trials
+                # when the search algorithm is a generator (it warns, and runs them all at once)
+                search_alg=BasicVariantGenerator(random_state=spec.seed,
+                                                 max_concurrent=spec.max_concurrent_trials or 0),
             ),
             run_config=tune.RunConfig(
                 name=name, storage_path=storage, verbose=verbose,
