@@ -5,16 +5,19 @@ from __future__ import annotations
 import argparse
 import bisect
 import gzip
+import http.client
 import io
 import json
 import os
+import random
+import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["Origins", "iter_lines", "register", "run"]
+__all__ = ["RETRY_STATUS", "Origins", "iter_lines", "post", "register", "run"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -48,6 +51,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--token", help="the API token itself (visible to other users in `ps`: prefer "
                    "--token-file or $LOGAD_API_TOKEN)")
     p.add_argument("--timeout", type=float, default=120.0, metavar="S", help="seconds per request")
+    p.add_argument("--retries", type=int, default=5, metavar="N",
+                   help="resend a request whose answer was lost (connection refused or reset, 429, "
+                   "502, 503, 504, or a replica that died under it) up to N times, backing off "
+                   "from 0.25 s to 4 s (default 5; 0: never)")
     p.set_defaults(func=run)
 
 
@@ -132,30 +139,95 @@ def _encode(lines: list[str], compress: str) -> tuple[bytes, dict[str, str]]:
     return body, headers
 
 
+RETRY_STATUS = frozenset({429, 502, 503, 504})
+"""Answers a request is retried on: overloaded, or no replica there to take it."""
+
+
+class _Retryable(Exception):
+    def __init__(self, reason: str, wait_s: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason, self.wait_s = reason, wait_s
+
+
+def _service_error(body: bytes) -> str | None:
+    """The service's own reason (``{"detail": ...}``), or None for any other body."""
+    try:
+        detail = json.loads(body).get("detail")
+    except (ValueError, AttributeError):
+        return None
+    return None if detail is None else str(detail)
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
+
+
 def post(url: str, source: str, body: bytes, headers: dict[str, str], *, explain: str = "anomalous",
-         token: str | None = None, timeout: float = 120.0) -> dict:
-    """POST one body; the decoded response.
+         token: str | None = None, timeout: float = 120.0, retries: int = 5, backoff_s: float = 0.25,
+         max_backoff_s: float = 4.0, on_retry: Callable[[int, str, float], None] | None = None) -> dict:
+    """POST one body; the decoded response, retrying where the request was lost.
+
+    Scoring a body has no side effects, so a request whose answer never came is
+    sent again, up to ``retries`` more times, after ``backoff_s`` doubling up to
+    ``max_backoff_s`` (with jitter; a ``Retry-After`` header is honoured within
+    that cap). Retried: a refused or reset connection, 429, 502, 503, 504, and a
+    500 that is not the service's own JSON error, which is what Ray Serve's proxy
+    answers for the requests a replica held when its process died. A timeout is
+    not retried (the request may still be running), nor is any other answer.
+    ``on_retry(attempt, reason, delay_s)`` is called before each retry.
 
     Raises:
-        LogadError: the service is unreachable or answered with an error (its reason included).
+        LogadError: the service is unreachable or answered with an error (its reason
+            included), after the retries where the failure was retryable.
     """
     from logad.errors import LogadError
 
     if token:
         headers = {**headers, "Authorization": f"Bearer {token}"}
-    req = urllib.request.Request(f"{url.rstrip('/')}/v1/sources/{source}/detect?explain={explain}",
-                                 data=body, headers=headers, method="POST")
+    target = f"{url.rstrip('/')}/v1/sources/{source}/detect?explain={explain}"
+    delay = backoff_s
+    for attempt in range(retries + 1):
+        try:
+            return _post_once(target, url, body, headers, timeout)
+        except _Retryable as exc:
+            if attempt >= retries:
+                raise LogadError(exc.reason + (f" (after {retries} retries)" if retries else "")) from None
+            wait = min(max_backoff_s, exc.wait_s if exc.wait_s is not None else delay * random.uniform(0.5, 1.0))
+            if on_retry is not None:
+                on_retry(attempt + 1, exc.reason, wait)
+            time.sleep(wait)
+            delay = min(max_backoff_s, delay * 2)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _post_once(target: str, url: str, body: bytes, headers: dict[str, str], timeout: float) -> dict:
+    from logad.errors import LogadError
+
+    req = urllib.request.Request(target, data=body, headers=headers, method="POST")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         try:
-            reason = json.loads(exc.read()).get("detail")
-        except (ValueError, AttributeError):
-            reason = exc.reason
-        raise LogadError(f"{url} answered {exc.code}: {reason}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise LogadError(f"cannot reach {url}: {exc}; is `logad serve` running?") from None
+            payload = exc.read()
+        except (OSError, http.client.HTTPException):
+            payload = b""
+        reason = _service_error(payload)
+        if exc.code in RETRY_STATUS or (exc.code == 500 and reason is None):
+            raise _Retryable(f"{url} answered {exc.code}: {reason or exc.reason}",
+                             _retry_after(exc.headers.get("Retry-After"))) from None
+        raise LogadError(f"{url} answered {exc.code}: {reason or exc.reason}") from None
+    except (TimeoutError, urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        cause = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        if isinstance(cause, TimeoutError):
+            raise LogadError(f"{url} did not answer within {timeout:g} s; raise --timeout or "
+                             "send smaller batches (--batch-lines)") from None
+        if isinstance(cause, (ConnectionError, http.client.HTTPException)):
+            raise _Retryable(f"cannot reach {url}: {cause}; is `logad serve` running?") from None
+        raise LogadError(f"cannot reach {url}: {cause}; is `logad serve` running?") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -163,6 +235,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_lines < 1:
         raise ConfigError("--batch-lines must be at least 1")
+    if args.retries < 0:
+        raise ConfigError("--retries must be 0 or more")
     token = _token(args)
     totals = {"requests": 0, "lines": 0, "malformed_lines": 0, "unknown_template_lines": 0,
               "windows": 0, "anomalous_windows": 0, "anomalous_lines": 0}
@@ -172,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
     for lines, origins in _batches(args.files, args.batch_lines):
         body, headers = _encode(lines, args.compress)
         out = post(args.url, args.source, body, headers, explain=args.explain, token=token,
-                   timeout=args.timeout)
+                   timeout=args.timeout, retries=args.retries, on_retry=_tell_retry(totals["requests"] + 1))
         totals["requests"] += 1
         for k in ("lines", "malformed_lines", "unknown_template_lines", "windows", "anomalous_windows",
                   "anomalous_lines"):
@@ -210,6 +284,12 @@ def run(args: argparse.Namespace) -> int:
         f"model {', '.join(sorted(models)) or '-'}; {secs:.1f}s"
     )
     return 0
+
+
+def _tell_retry(request: int) -> Callable[[int, str, float], None]:
+    def tell(attempt: int, reason: str, delay: float) -> None:
+        print(f"request {request}: {reason}; retry {attempt} in {delay:.2f} s", file=sys.stderr)
+    return tell
 
 
 def _token(args: argparse.Namespace) -> str | None:

@@ -244,6 +244,14 @@ api = FastAPI(
 )
 
 
+@api.exception_handler(Exception)
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    """A failure of the service itself answers 500 with a JSON reason, like every other error.
+    A plain-text 500 then comes only from Serve's proxy, for the requests a replica held when
+    its process died; `logad detect` resends those, and not these."""
+    return _error(500, f"internal error: {type(exc).__name__}: {str(exc)[:300]}")
+
+
 _auth = BearerAuth()  # configured by each replica's Ingress.__init__ (one per process)
 
 

@@ -30,7 +30,7 @@ from logad.errors import ConfigError, LogadError
 
 __all__ = [
     "APP_NAME", "default_config", "deploy", "free_port", "load_serve_config", "post_lines", "probe_context",
-    "serve_and_probe",
+    "replica_pids", "serve_and_probe",
     "start", "stop",
 ]
 
@@ -294,3 +294,23 @@ def serve_and_probe(
     finally:
         if not keep_running:
             stop()
+
+
+def replica_pids(deployment: str = "Ingress", app: str = APP_NAME) -> dict[str, int]:
+    """Process ids of a deployment's live replicas, by actor id (fault drills SIGKILL one).
+
+    Asks Ray's state API (``ray.util.state.list_actors``), which needs the dashboard;
+    where Ray runs without it (as logad starts it), reads the GCS actor table instead.
+    """
+    class_name = f"ServeReplica:{app}:{deployment}"
+    try:
+        from ray.util.state import list_actors
+
+        actors = list_actors(filters=[("class_name", "=", class_name), ("state", "=", "ALIVE")],
+                             raise_on_missing_output=False)
+        return {a.actor_id: int(a.pid) for a in actors}
+    except Exception:  # noqa: BLE001 - no dashboard: the state API's server is not there
+        from ray._private import state
+
+        return {aid: int(a["Pid"]) for aid, a in state.actors().items()
+                if a["ActorClassName"] == class_name and a["State"] == "ALIVE"}
