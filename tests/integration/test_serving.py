@@ -2,7 +2,7 @@
 
 Two sources (HDFS sessions, BGL sliding windows) with tiny FastLogAD models
 trained for a few steps on the bundled data, and a third (BGL again, as
-``bgl-lines``) with the line-level ``unseen`` model. Requests go over real HTTP.
+``bgl-lines``) with the line-level ``unseen`` model, and ``bgl-classical`` with the classical pipeline. Requests go over real HTTP.
 """
 
 from __future__ import annotations
@@ -229,7 +229,7 @@ def test_text_gzip_and_zstd_bodies_give_the_same_answer(url, sources):
 
 def test_sources_healthz_and_openapi(url):
     listed = requests.get(f"{url}/v1/sources", timeout=10).json()["sources"]
-    assert {s["source"]: s["version"] for s in listed} == {"bgl": 1, "bgl-lines": 1, "hdfs": 1}
+    assert {s["source"]: s["version"] for s in listed} == {"bgl": 1, "bgl-lines": 1, "bgl-classical": 1, "hdfs": 1}
     assert all(isinstance(s["threshold"], float) for s in listed)
     assert requests.get(f"{url}/healthz", timeout=10).json()["status"] == "ok"
     spec = requests.get(f"{url}/openapi.json", timeout=10).json()
