@@ -365,11 +365,12 @@ def write_artifact_header(path: str | Path, method: str, config: BaseModel) -> P
     return out
 
 
-def read_artifact_header(path: str | Path) -> dict[str, Any]:
-    """Read and check ``path/config.json``.
+def read_artifact_header(path: str | Path, method: str | None = None) -> dict[str, Any]:
+    """Read and check ``path/config.json`` (and, with ``method``, that it holds that method).
 
     Raises:
-        DataError: the file is missing, is not JSON, or has another format version.
+        DataError: the file is missing, is not JSON, has another format version, or holds
+            another method's model.
     """
     file = Path(path) / CONFIG_FILE
     if not file.is_file():
@@ -386,6 +387,8 @@ def read_artifact_header(path: str | Path) -> dict[str, Any]:
             f"{file} has model format version {version!r}; this logad ({__version__}) reads "
             f"version {ARTIFACT_FORMAT_VERSION}: retrain the model or use a matching logad"
         )
+    if method is not None and header["method"] != method:
+        raise DataError(f"{file} holds a {header['method']!r} model, not {method!r}")
     return header
 
 

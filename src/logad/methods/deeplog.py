@@ -270,9 +270,7 @@ class DeepLog(Detector):
     @classmethod
     def load(cls, path: str | Path) -> DeepLog:
         root = Path(path)
-        header = read_artifact_header(root)
-        if header["method"] != cls.name:
-            raise DataError(f"{root / 'config.json'} holds a {header['method']!r} model, not {cls.name!r}")
+        header = read_artifact_header(root, cls.name)
         det = cls(header["config"])
         det.vocab = EventVocabulary.from_json(read_state(root / "vocab.json"), root / "vocab.json")
         state = read_state(root / "state.json")

@@ -763,9 +763,7 @@ class FastLogAD(Detector):
                 version, or its tensors do not fit the config (the file is named).
         """
         root = Path(path)
-        header = read_artifact_header(root)
-        if header["method"] != cls.name:
-            raise DataError(f"{root / 'config.json'} holds a {header['method']!r} model, not {cls.name!r}")
+        header = read_artifact_header(root, cls.name)
         det = cls(header["config"])
         vocab_file, state_file, weights_file = root / VOCAB_FILE, root / STATE_FILE, root / WEIGHTS_FILE
         det.vocab = Vocabulary.from_json(_read_json(vocab_file), vocab_file)

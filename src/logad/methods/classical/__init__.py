@@ -539,9 +539,7 @@ class Classical(Detector):
     @classmethod
     def load(cls, path: str | Path) -> Classical:
         root = Path(path)
-        header = read_artifact_header(root)
-        if header["method"] != cls.name:
-            raise DataError(f"{root / 'config.json'} holds a {header['method']!r} model, not {cls.name!r}")
+        header = read_artifact_header(root, cls.name)
         det = cls(header["config"])
         state = read_state(root / "state.json")
         if not isinstance(state.get("threshold"), int | float) or state.get("level") not in ("line", "window"):
