@@ -31,9 +31,10 @@ labels are never read. Where validation holds one class only, the out-of-fold
 cross-validation scores of the training part stand in, and without those the
 highest normal validation score. Where the training part holds several sources
 (``cross_source``), the folds are the sources and the threshold comes from those
-out-of-source scores: a model meant for logs of hosts it has never seen should
-not take its cut from validation lines of the hosts it trained on, which it
-separates far better.
+out-of-source scores, the cut with the best mean F1 over sources (each weighing the
+same, so the sources where most lines are anomalous do not push it towards flagging
+everything): a model meant for logs of hosts it has never seen should not take its
+cut from validation lines of the hosts it trained on, which it separates far better.
 """
 
 from __future__ import annotations
@@ -391,8 +392,8 @@ class Classical(Detector):
             known = ~np.isnan(vy)
             val_scores, val_y = val_scores[known], vy[known].astype(np.int64)
         if cross_source and oof is not None and 0 < y.sum() < len(y):
-            cut, note = _best_cut(y, oof, c.threshold, c.target_precision)
-            strategy = (f"cross-source ({c.threshold}): {note} on {len(y)} training {level}s of {n_sources} "
+            cut, note = _macro_cut(y, oof, groups)
+            strategy = (f"cross-source: {note} on {len(y)} training {level}s of {n_sources} "
                         "sources, each scored by a model trained without its source")
         elif len(val_y) and 0 < val_y.sum() < len(val_y):
             cut, note = _best_cut(val_y, val_scores, c.threshold, c.target_precision)
@@ -557,6 +558,34 @@ class Classical(Detector):
         if state.get("fit_report"):
             det.fit_report = FitReport.from_dict(state["fit_report"])
         return det
+
+
+def _macro_cut(y: np.ndarray, s: np.ndarray, groups: np.ndarray, candidates: int = 512) -> tuple[float, str]:
+    """The cut with the best mean F1 over sources, each source weighing the same.
+
+    Pooled, the sources where most lines are anomalous would decide the cut (flagging
+    everything scores well there); a new source is one source, so the mean over sources
+    is the figure to expect of it. Sources with one class only are left out of the mean.
+    """
+    y = np.asarray(y, dtype=np.int64)
+    keys = [g for g in dict.fromkeys(groups.tolist()) if 0 < y[groups == g].sum() < (groups == g).sum()]
+    if not keys:
+        return _best_cut(y, s, "best-f1", 1.0)
+    # candidate cuts just below score quantiles (a cut flags score > cut)
+    qs = np.unique(np.quantile(s, np.linspace(0.0, 1.0, candidates)))
+    cuts = np.unique(np.concatenate(([np.nextafter(s.min(), -np.inf)], np.nextafter(qs, -np.inf))))
+    f1 = np.zeros((len(keys), len(cuts)))
+    for k, g in enumerate(keys):
+        sg, yg = s[groups == g], y[groups == g]
+        flagged = sg[None, :] > cuts[:, None]
+        tp = (flagged & (yg[None, :] == 1)).sum(axis=1)
+        fp = (flagged & (yg[None, :] == 0)).sum(axis=1)
+        fn = int(yg.sum()) - tp
+        f1[k] = 2 * tp / np.maximum(2 * tp + fp + fn, 1)
+    mean = f1.mean(axis=0)
+    best = int(np.argmax(mean))
+    per = ", ".join(f"{str(g)[-24:]} {f1[k, best]:.4f}" for k, g in enumerate(keys))
+    return float(cuts[best]), f"best mean F1 over {len(keys)} sources {mean[best]:.4f} ({per})"
 
 
 def _metrics(y: np.ndarray, s: np.ndarray) -> dict[str, float]:
