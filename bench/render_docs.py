@@ -34,7 +34,7 @@ INTRO = """\
 renderer, and run `python bench/render_docs.py`; do not edit this page by hand. -->
 
 The current figures of every benchmark under `bench/`: per benchmark, the latest run's
-tables with its date, machine and command, then one line per earlier run. Every run is
+tables with its date, machine and command. Every run is
 kept in `bench/results/NAME.json` (a list of runs, oldest first: figures, the table the
 script printed, and a note on what changed where one was written). A script records a run
 with `record()` (bench/_common.py), which appends it there and regenerates this page;
@@ -142,12 +142,10 @@ def flat_scalars(figures: dict[str, Any], prefix: str = "") -> list[tuple[str, A
 @dataclass(frozen=True)
 class Renderer:
     """How one kind of benchmark is shown: its current tables, a one-line headline for the
-    overview, the columns of its earlier-runs table and the row of one run, and notes."""
+    overview, and notes. Earlier runs stay in the results file, not on the page."""
 
     body: Callable[[list[Run]], str]
     headline: Callable[[list[Run]], str]
-    history_head: Sequence[str] = ()
-    history_row: Callable[[Run], Sequence[Any]] | None = None
     notes: Callable[[list[Run]], str] | None = None
 
 
@@ -197,10 +195,6 @@ def _section(name: str, runs: list[Run], r: Renderer) -> str:
         notes = r.notes(runs).strip()
         if notes:
             parts.append("Notes. " + notes)
-    if r.history_row and len(runs) > 1:
-        rows = [[run["date"], *r.history_row(run), run.get("note", "")] for run in reversed(runs[:-1])]
-        parts.append("Earlier runs, newest first:\n\n"
-                     + table(["date", *r.history_head, "what changed"], rows))
     return "\n\n".join(parts) + "\n"
 
 
@@ -281,21 +275,6 @@ def ingest_headline(runs: list[Run]) -> str:
                         for (fmt, c), rs in groups.items() if c == top) + " single-process Drain3")
 
 
-def ingest_history(run: Run) -> list[Any]:
-    d3, drain_s, groups, _ = ingest_parts(figures(run))
-    top = max((c for _, c in groups), default=None)
-    out: list[Any] = [drain_s, top]
-    for fmt in ("plain", "zstd"):
-        rs = groups.get((fmt, top))
-        if rs and drain_s:
-            wall = median([r["wall_s"] for r in rs])
-            out.append(f"{wall:.1f} s, {drain_s / wall:.2f}×")
-        else:
-            out.append("–")
-    priv = [r.get("peak_private_process_mib") for rs in groups.values() for r in rs]
-    rss = [r.get("peak_rss_process_mib") for rs in groups.values() for r in rs]
-    out.append(f"{max(p for p in priv if p):,}" if any(priv) else f"(RSS {max(r for r in rss if r):,})")
-    return out
 
 
 def ingest_notes(runs: list[Run]) -> str:
@@ -340,10 +319,6 @@ def multinode_headline(runs: list[Run]) -> str:
     return f"{fig['time_ratio']:.2f}× one node, same windows: {'yes' if fig['identical'] else 'NO'}"
 
 
-def multinode_history(run: Run) -> list[Any]:
-    fig = figures(run)
-    one, multi = fig["layouts"][0], fig["layouts"][1]
-    return [one["runs"][0]["lines"], one["best_s"], multi["best_s"], f"{fig['time_ratio']:.2f}×", fig["identical"]]
 
 
 def multinode_notes(runs: list[Run]) -> str:
@@ -482,14 +457,6 @@ def fastlogad_headline(runs: list[Run]) -> str:
     return "–"
 
 
-def fastlogad_history(run: Run) -> list[Any]:
-    fig = figures(run)
-    parts = [f"{sec['name'].split(' (')[0]}: {sec['summary']['f1']['mean']:.4f} ({_short_rule(sec)}; AUROC "
-             f"{sec['summary']['auroc']['mean']:.4f})" for sec in fig.get("sections", [])]
-    speed = {r["batch_size"]: r["ms_per_window"] for r in fig.get("speed") or []}
-    if 64 in speed:
-        parts.append(f"speed: {speed[64]:.3f} ms per window at batch 64")
-    return ["; ".join(parts), _overrides(run)]
 
 
 def fastlogad_notes(runs: list[Run]) -> str:
@@ -544,9 +511,6 @@ def compare_headline(runs: list[Run]) -> str:
     return out
 
 
-def compare_history(run: Run) -> list[Any]:
-    agg = compare_aggregate(figures(run))
-    return [", ".join(f"{m} {a['f1'][0]:.3f}" for m, a in agg.items())]
 
 
 def compare_notes(runs: list[Run]) -> str:
@@ -650,15 +614,6 @@ def serve_latency_headline(runs: list[Run]) -> str:
             f"(goal p99 < 50 ms: {'met' if goal['p99_ms'] < 50 else 'not met'})")
 
 
-def serve_latency_history(run: Run) -> list[Any]:
-    fig = figures(run)
-    goal = _goal_row(fig) or {}
-    lo = {int(k): v for k, v in fig.get("in_process", {}).items()}.get(1000, {})
-    key, reps = _replica_rows(fig)
-    server = (f"{goal['server_p50_ms']:.1f} / {goal['server_p99_ms']:.1f}" if "server_p50_ms" in goal else "–")
-    scale = " → ".join(f"{r['lines_per_s'] / 1000:.1f}k" for r in reps) or "–"
-    return [f"{goal.get('p50_ms', 0):.1f} / {goal.get('p99_ms', 0):.1f}", server,
-            lo.get("p50_ms"), scale]
 
 
 def serve_latency_notes(runs: list[Run]) -> str:
@@ -710,10 +665,6 @@ def serve_load_headline(runs: list[Run]) -> str:
             f"1 → {peak} replicas and back")
 
 
-def serve_load_history(run: Run) -> list[Any]:
-    s = figures(run)["summary"]
-    return [f"{s['requests']:,} ({s['errors']})", f"{s['rps']:.1f}", f"{s['p50_ms']:.0f} / {s['p99_ms']:.0f}",
-            s.get("peak_replicas", s.get("peak_scorer_replicas")), s["first_scale_up_s"], s["back_to_one_s"]]
 
 
 def serve_load_notes(runs: list[Run]) -> str:
@@ -743,32 +694,19 @@ def generic_headline(runs: list[Run]) -> str:
     return "see its section"
 
 
-def generic_history(run: Run) -> list[Any]:
-    scalars = [(k, v) for k, v in flat_scalars(figures(run)) if isinstance(v, int | float) and not isinstance(v, bool)]
-    return ["; ".join(f"{k} {num(v, 3)}" for k, v in scalars[:4]) or "–"]
 
 
-GENERIC = Renderer(generic_body, generic_headline, ("first figures",), generic_history)
+GENERIC = Renderer(generic_body, generic_headline)
 
 RENDERERS: dict[str, Renderer] = {
-    "ingest_throughput": Renderer(ingest_body, ingest_headline,
-                                  ("Drain3 s", "CPUs", "plain: wall, × Drain3", "zstd: wall, × Drain3",
-                                   "largest private MiB"), ingest_history, ingest_notes),
-    "ingest_multinode": Renderer(multinode_body, multinode_headline,
-                                 ("lines", "one node s", "multi-node s", "ratio", "same windows"),
-                                 multinode_history, multinode_notes),
-    "parsing_accuracy": Renderer(parsing_body, parsing_headline, notes=parsing_notes),
-    "fastlogad": Renderer(fastlogad_body, fastlogad_headline, ("label-free F1 of each section", "config overrides"),
-                          fastlogad_history, fastlogad_notes),
-    "compare_methods": Renderer(compare_body, compare_headline, ("label-free F1 (mean over seeds)",),
-                                compare_history, compare_notes),
-    "tune_throughput": Renderer(tune_body, tune_headline, notes=tune_notes),
-    "serve_latency": Renderer(serve_latency_body, serve_latency_headline,
-                              ("1,000 lines c=1: HTTP p50 / p99 ms", "server p50 / p99 ms", "in-process p50 ms",
-                               "1 → 2 replicas, lines/s"), serve_latency_history, serve_latency_notes),
-    "serve_load": Renderer(serve_load_body, serve_load_headline,
-                           ("requests (errors)", "req/s", "p50 / p99 ms", "peak replicas", "first above 1 at s",
-                            "back to 1 at s"), serve_load_history, serve_load_notes),
+    "ingest_throughput": Renderer(ingest_body, ingest_headline, ingest_notes),
+    "ingest_multinode": Renderer(multinode_body, multinode_headline, multinode_notes),
+    "parsing_accuracy": Renderer(parsing_body, parsing_headline, parsing_notes),
+    "fastlogad": Renderer(fastlogad_body, fastlogad_headline, fastlogad_notes),
+    "compare_methods": Renderer(compare_body, compare_headline, compare_notes),
+    "tune_throughput": Renderer(tune_body, tune_headline, tune_notes),
+    "serve_latency": Renderer(serve_latency_body, serve_latency_headline, serve_latency_notes),
+    "serve_load": Renderer(serve_load_body, serve_load_headline, serve_load_notes),
 }
 # Results files of one kind: compare_methods_hdfs.json, serve_latency_threads0.json, ...
 KIND_PREFIXES = {"compare_methods_": "compare_methods", "serve_latency_threads": "serve_latency"}
