@@ -1,11 +1,11 @@
 """Render docs/benchmarks.md from bench/results/*.json: the current figures of every benchmark.
 
 Each results file keeps every run of one benchmark (see bench/_common.py). The page shows,
-per benchmark, the latest run's figures with its date, machine and command, the runs
-before it in one line each, and notes on how to read them. A benchmark the renderer
-knows (keyed by the results file's name) gets its own tables; any other falls back to a
-flat table of its scalar figures and the Markdown its script printed. The page depends
-on the results files only, so rendering twice gives the same bytes.
+per benchmark, the latest run's figures with its date, machine and command, and notes on
+how to read them. A benchmark the renderer knows (keyed by the results file's name) gets
+its own tables; any other shows the Markdown its script printed (or, where it printed
+none, a flat table of its scalar figures). The page depends on the results files only,
+so rendering twice gives the same bytes.
 
     python bench/render_docs.py            # rewrite docs/benchmarks.md
     python bench/render_docs.py --check    # exit 1 when the page is out of date
@@ -677,26 +677,63 @@ def serve_load_notes(runs: list[Run]) -> str:
 
 
 def generic_body(runs: list[Run]) -> str:
+    """The Markdown the script printed; a flat table of the scalar figures only where it
+    printed none (the figures themselves stay in the results file either way)."""
     run = runs[-1]
-    parts = []
-    scalars = flat_scalars(figures(run))
-    if scalars:
-        shown = scalars[:60]
-        parts.append(table(["figure", "value"], [[f"`{k}`", num(v, 3)] for k, v in shown], "lr")
-                     + (f"\n\n{len(scalars) - 60} more figures in the results file." if len(scalars) > 60 else ""))
     md = demote(run.get("markdown") or "")
     if md:
-        parts.append("As the script printed it:\n\n" + md)
-    return "\n\n".join(parts) or "(no figures recorded)"
+        return md
+    scalars = flat_scalars(figures(run))
+    if not scalars:
+        return "(no figures recorded)"
+    shown = scalars[:30]
+    return (table(["figure", "value"], [[f"`{k}`", num(v, 3)] for k, v in shown], "lr")
+            + (f"\n\n{len(scalars) - 30} more figures in the results file." if len(scalars) > 30 else ""))
 
 
 def generic_headline(runs: list[Run]) -> str:
-    return "see its section"
-
-
+    """A run's own one-line ``headline`` figure where its script wrote one."""
+    line = figures(runs[-1]).get("headline")
+    return line if isinstance(line, str) and line else "see its section"
 
 
 GENERIC = Renderer(generic_body, generic_headline)
+
+
+# Benchmarks shown through the Markdown their scripts print, with a headline of their own.
+
+
+def classical_headline(runs: list[Run]) -> str:
+    f = figures(runs[-1])
+    w, ln, s = f["window_f1"], f["line_f1"], f["summary"]
+    return (f"window F1 HDFS {w['hdfs_random-session']['classical']:.3f} (random-session), forensic line F1 "
+            f"{ln['forensic_chronological']['classical']:.3f}; p99 {s['serving_p99_ms_per_line_worst']:.2f} ms/line")
+
+
+def classical_loso_headline(runs: list[Run]) -> str:
+    f = figures(runs[-1])
+    m = f["mean"]
+    return (f"mean window F1 {m['classical']['f1']:.3f} over {len(f['sources'])} held-out sources "
+            f"(unseen {m['unseen']['f1']:.3f}; report 0.838 on its own)")
+
+
+def hostile_ingest_headline(runs: list[Run]) -> str:
+    f = figures(runs[-1])
+    return (f"{f['hostile_inputs']} hostile inputs: {f['crashes']} crashes, {f['good_lines_lost']} of "
+            f"{f['good_lines_planted']:,} good lines lost, {f['problems_reported']}/{f['problems_planted']} reported")
+
+
+def serve_faults_headline(runs: list[Run]) -> str:
+    s = figures(runs[-1])["summary"]
+    return (f"{s['requests_sent']:,} requests, {s['failed_with_retry']} failed with retries "
+            f"({s['failed_without_retry']} without); replica back in {s['replica_replaced_s']:.1f} s")
+
+
+def serve_hostile_headline(runs: list[Run]) -> str:
+    f = figures(runs[-1])
+    return (f"{f['hostile_requests']} hostile requests: {f['server_errors_5xx']} 5xx; "
+            f"{f['good_succeeded']}/{f['good_requests']} good requests served")
+
 
 RENDERERS: dict[str, Renderer] = {
     "ingest_throughput": Renderer(ingest_body, ingest_headline, ingest_notes),
@@ -707,9 +744,15 @@ RENDERERS: dict[str, Renderer] = {
     "tune_throughput": Renderer(tune_body, tune_headline, tune_notes),
     "serve_latency": Renderer(serve_latency_body, serve_latency_headline, serve_latency_notes),
     "serve_load": Renderer(serve_load_body, serve_load_headline, serve_load_notes),
+    "classical": Renderer(generic_body, classical_headline),
+    "classical_loso": Renderer(generic_body, classical_loso_headline),
+    "hostile_ingest": Renderer(generic_body, hostile_ingest_headline),
+    "serve_faults": Renderer(generic_body, serve_faults_headline),
+    "serve_hostile": Renderer(generic_body, serve_hostile_headline),
 }
 # Results files of one kind: compare_methods_hdfs.json, serve_latency_threads0.json, ...
-KIND_PREFIXES = {"compare_methods_": "compare_methods", "serve_latency_threads": "serve_latency"}
+KIND_PREFIXES = {"compare_methods_": "compare_methods", "serve_latency_threads": "serve_latency",
+                 "serve_faults": "serve_faults"}
 ORDER = ("ingest_throughput", "ingest_multinode", "parsing_accuracy", "fastlogad", "compare_methods",
          "tune_throughput", "serve_latency", "serve_load")
 
