@@ -23,6 +23,7 @@ import platform
 import shlex
 import subprocess
 import sys
+import tarfile
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -148,4 +149,58 @@ def liberty_windows(window_lines: int = 10) -> Path:
     config = config.model_copy(update={"grouping": FixedGrouping(window_lines=window_lines)})
     init_ray(progress=False)
     run_ingest(config, [str(log_file)], str(out), progress=False, log=lambda _: None)
+    return out
+
+
+SCRATCH = ROOT / "bench" / "scratch"
+
+
+def logad_cli() -> str:
+    """The ``logad`` console script of the interpreter running the benchmark."""
+    return str(Path(sys.executable).with_name("logad"))
+
+
+def ingest(name: str, config: str, inputs: list[Path], labels: Path | None = None, *,
+           work: Path = SCRATCH) -> Path:
+    """``logad ingest data_pipelines/CONFIG INPUTS --output WORK/NAME``, unless that output
+    is already there (benchmarks reuse their ingested tables between runs)."""
+    out = work / name
+    if (out / "windows").is_dir():
+        return out
+    for p in inputs:
+        if not p.exists():
+            sys.exit(f"missing {p}: this benchmark needs the shared datasets (../shared/datasets)")
+    cmd = [logad_cli(), "ingest", str(ROOT / "data_pipelines" / config), *map(str, inputs),
+           "--output", str(out), "--no-progress"]
+    if labels is not None:
+        cmd += ["--labels", str(labels)]
+    print("$", " ".join(cmd[1:]), flush=True)
+    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    return out
+
+
+def forensic_folder(name: str) -> Path:
+    """One of CoLog's forensic archives (``casper-rw``, ``dfrws-2009``) unpacked under
+    bench/scratch/NAME; returns its ``logs/`` folder."""
+    dest = SCRATCH / name
+    if not (dest / "logs").is_dir():
+        archive = DATASETS / "colog_forensic" / name / "all.log.tar.gz"
+        if not archive.is_file():
+            sys.exit(f"missing {archive}")
+        dest.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(archive) as tar:
+            tar.extractall(dest, filter="data")
+    return dest / "logs"
+
+
+def hadoop_folder(work: Path = SCRATCH) -> Path:
+    """The loghub Hadoop applications laid out by ``logad data prepare hadoop`` (with its
+    labels.csv) under WORK/hadoop_raw."""
+    out = work / "hadoop_raw"
+    if not (out / "labels.csv").is_file():
+        src = DATASETS / "hadoop_loghub"
+        cmd = [logad_cli(), "data", "prepare", "hadoop", str(src / "Hadoop_dev.tar.zst"),
+               str(src / "abnormal_label.txt"), "--output", str(out)]
+        print("$", " ".join(cmd[1:]), flush=True)
+        subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     return out

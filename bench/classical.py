@@ -43,7 +43,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 import urllib.request
@@ -56,7 +55,8 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from _common import DATASETS, ROOT, record  # noqa: E402
+from _common import DATASETS, ROOT, forensic_folder, record  # noqa: E402
+from _common import ingest as _ingest  # noqa: E402
 
 WORK = ROOT / "bench" / "scratch"
 LOGAD = str(Path(sys.executable).with_name("logad"))
@@ -72,36 +72,12 @@ REQUEST_LINES = 1000
 
 
 def ingest(name: str, config: str, inputs: list[Path], labels: Path | None = None) -> Path:
-    """``logad ingest CONFIG INPUTS --output bench/scratch/NAME`` unless it is there."""
-    out = WORK / name
-    if (out / "windows").is_dir():
-        return out
-    for p in inputs:
-        if not p.exists():
-            sys.exit(f"missing {p}: this benchmark needs the shared datasets (../shared/datasets)")
-    cmd = [LOGAD, "ingest", str(ROOT / "data_pipelines" / config), *map(str, inputs), "--output", str(out),
-           "--no-progress"]
-    if labels is not None:
-        cmd += ["--labels", str(labels)]
-    print("$", " ".join(cmd[1:]), flush=True)
-    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-    return out
+    return _ingest(name, config, inputs, labels, work=WORK)
 
 
 def forensic_folders() -> list[Path]:
     """The casper-rw and dfrws-2009 archives unpacked under bench/scratch (each holds logs/)."""
-    folders = []
-    for name in FORENSIC:
-        dest = WORK / name
-        if not (dest / "logs").is_dir():
-            archive = DATASETS / "colog_forensic" / name / "all.log.tar.gz"
-            if not archive.is_file():
-                sys.exit(f"missing {archive}")
-            dest.mkdir(parents=True, exist_ok=True)
-            with tarfile.open(archive) as tar:
-                tar.extractall(dest, filter="data")
-        folders.append(dest / "logs")
-    return folders
+    return [forensic_folder(name) for name in FORENSIC]
 
 
 def datasets() -> dict[str, Path]:

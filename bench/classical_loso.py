@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
-import tarfile
 import time
 import traceback
 from pathlib import Path
@@ -42,7 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from _common import DATASETS, ROOT, liberty_windows, record  # noqa: E402
+from _common import DATASETS, ROOT, forensic_folder, hadoop_folder, liberty_windows, record  # noqa: E402
+from _common import ingest as _ingest  # noqa: E402
 
 WORK = ROOT / "bench" / "scratch" / "loso"
 LOGAD = str(Path(sys.executable).with_name("logad"))
@@ -55,47 +54,12 @@ ID_STRIDE = 1_000_000  # event id offset between sources
 
 
 def ingest(name: str, config: str, inputs: list[Path], labels: Path | None = None) -> Path:
-    out = WORK / name
-    if (out / "windows").is_dir():
-        return out
-    for p in inputs:
-        if not p.exists():
-            sys.exit(f"missing {p}: this benchmark needs the shared datasets (../shared/datasets)")
-    cmd = [LOGAD, "ingest", str(ROOT / "data_pipelines" / config), *map(str, inputs), "--output", str(out),
-           "--no-progress"]
-    if labels is not None:
-        cmd += ["--labels", str(labels)]
-    print("$", " ".join(cmd[1:]), flush=True)
-    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-    return out
-
-
-def forensic_folder(name: str) -> Path:
-    dest = ROOT / "bench" / "scratch" / name
-    if not (dest / "logs").is_dir():
-        archive = DATASETS / "colog_forensic" / name / "all.log.tar.gz"
-        if not archive.is_file():
-            sys.exit(f"missing {archive}")
-        dest.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(archive) as tar:
-            tar.extractall(dest, filter="data")
-    return dest / "logs"
-
-
-def hadoop_folder() -> Path:
-    out = WORK / "hadoop_raw"
-    if not (out / "labels.csv").is_file():
-        src = DATASETS / "hadoop_loghub"
-        cmd = [LOGAD, "data", "prepare", "hadoop", str(src / "Hadoop_dev.tar.zst"), str(src / "abnormal_label.txt"),
-               "--output", str(out)]
-        print("$", " ".join(cmd[1:]), flush=True)
-        subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-    return out
+    return _ingest(name, config, inputs, labels, work=WORK)
 
 
 def source_dirs() -> dict[str, Path]:
     hdfs = DATASETS / "hdfs_loglead_2pct"
-    hadoop = hadoop_folder()
+    hadoop = hadoop_folder(WORK)
     return {
         "hdfs": ingest("hdfs", "hdfs.yaml", [hdfs / "HDFS_2pct_dev.log.zst"], hdfs / "anomaly_label_dev.csv"),
         "bgl": ingest("bgl", "bgl.yaml", [DATASETS / "loghub_2k" / "BGL" / "BGL_2k_dev.log"]),
