@@ -395,16 +395,17 @@ def read_artifact_header(path: str | Path, method: str | None = None) -> dict[st
 # -- registry -----------------------------------------------------------------------------------
 
 _METHODS: dict[str, type[Detector]] = {}
-# Built-in methods register themselves when their module is imported; importing them
-# lazily keeps `import logad.methods` free of torch/transformers start-up cost.
-_BUILTIN_MODULES = (
-    "logad.methods.fastlogad",
-    "logad.methods.unseen",
-    "logad.methods.pca",
-    "logad.methods.isolation_forest",
-    "logad.methods.deeplog",
-    "logad.methods.classical",
-)
+# Built-in methods register themselves when their module is imported. They are imported
+# lazily, and by name where one is asked for, so `import logad.methods` and loading one
+# model stay free of the other methods' start-up cost (torch, xgboost, shap, ...).
+_BUILTIN_MODULES: dict[str, str] = {
+    "fastlogad": "logad.methods.fastlogad",
+    "unseen": "logad.methods.unseen",
+    "pca": "logad.methods.pca",
+    "isolation-forest": "logad.methods.isolation_forest",
+    "deeplog": "logad.methods.deeplog",
+    "classical": "logad.methods.classical",
+}
 _builtins_loaded = False
 
 D = TypeVar("D", bound=type[Detector])
@@ -422,10 +423,15 @@ def register_method(cls: D) -> D:
     return cls
 
 
-def _load_builtins() -> None:
+def _load_builtins(name: str | None = None) -> None:
+    """Import the built-in method ``name`` (every built-in where ``name`` is None or not one)."""
     global _builtins_loaded
+    if name is not None and name in _BUILTIN_MODULES:
+        if name not in _METHODS:
+            importlib.import_module(_BUILTIN_MODULES[name])
+        return
     if not _builtins_loaded:
-        for module in _BUILTIN_MODULES:
+        for module in _BUILTIN_MODULES.values():
             importlib.import_module(module)
         _builtins_loaded = True
 
@@ -437,16 +443,17 @@ def available_methods() -> list[str]:
 
 
 def get_method(name: str) -> type[Detector]:
-    """The detector class registered as ``name``.
+    """The detector class registered as ``name`` (importing only its module).
 
     Raises:
         UnknownNameError: no such method; the message lists the known ones.
     """
-    _load_builtins()
+    _load_builtins(name)
     try:
         return _METHODS[name]
     except KeyError:
-        raise UnknownNameError("method", name, list(_METHODS)) from None
+        _load_builtins()
+        raise UnknownNameError("method", name, sorted(_METHODS)) from None
 
 
 def load_detector(path: str | Path) -> Detector:
