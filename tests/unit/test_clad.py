@@ -65,15 +65,17 @@ def test_mlstm_matches_recurrent_reference(chunk: int) -> None:
     torch.testing.assert_close(got, _mlstm_reference(q, k, v, i, f), rtol=1e-8, atol=1e-9)
 
 
-def test_conv_encoder_output_does_not_depend_on_batch_padding() -> None:
-    torch.manual_seed(0)
-    net = CLADNet(NetConfig(max_frame_bytes=256, encoder_blocks=3, num_layers=0)).eval()
+@pytest.mark.parametrize("num_layers", [0, 1, 2, 4])  # conv only; + attention; + mLSTM; twice each
+def test_frame_outputs_do_not_depend_on_batch_padding(num_layers: int) -> None:
+    torch.manual_seed(num_layers)
+    net = CLADNet(NetConfig(max_frame_bytes=256, encoder_blocks=3, num_layers=num_layers)).eval()
     ids = torch.randint(0, 256, (3, 200))
     lengths = torch.tensor([200, 120, 5])
     with torch.no_grad():
-        alone, _ = net(ids[1:2, :120], lengths[1:2])
-        batched, _ = net(ids, lengths)
+        alone, emb_alone = net(ids[1:2, :120], lengths[1:2])
+        batched, emb = net(ids, lengths)
     torch.testing.assert_close(alone, batched[1:2], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(emb_alone, emb[1:2], rtol=1e-5, atol=1e-5)
 
 
 def test_long_window_becomes_several_frames_whose_contents_concatenate_to_it() -> None:

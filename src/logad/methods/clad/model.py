@@ -128,7 +128,10 @@ class _MLSTMBlock(nn.Module):
         self.qk = nn.Linear(inner, 2 * inner)
         self.v = nn.Linear(inner, inner)
         self.gates = nn.Linear(3 * inner, 2 * heads)
-        self.out_norm = nn.GroupNorm(heads, inner)
+        # per-position, per-head norm (xLSTM's multi-head layer norm); GroupNorm over
+        # (B, C, S) would also average over the sequence, padding included
+        self.out_weight = nn.Parameter(torch.ones(inner))
+        self.out_bias = nn.Parameter(torch.zeros(inner))
         self.skip = nn.Parameter(torch.ones(inner))
         self.down = nn.Linear(inner, d)
         self.drop = nn.Dropout(dropout)
@@ -150,8 +153,9 @@ class _MLSTMBlock(nn.Module):
             return t.view(b, s, self.heads, hd).transpose(1, 2)
 
         h = mlstm_parallel(heads(q), heads(k), heads(v), gi.transpose(1, 2), gf.transpose(1, 2), self.chunk)
-        h = h.transpose(1, 2).reshape(b, s, self.inner)
-        h = self.out_norm(h.transpose(1, 2)).transpose(1, 2) + self.skip * xc
+        h = h.transpose(1, 2).reshape(b, s, self.heads, hd)
+        h = F.layer_norm(h, (hd,)).reshape(b, s, self.inner) * self.out_weight + self.out_bias
+        h = h + self.skip * xc
         y = self.down(h * F.silu(z))
         return x + self.drop(y) * valid[..., None]
 
