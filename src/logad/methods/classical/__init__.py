@@ -53,6 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from logad.errors import DataError
 from logad.methods._events import read_state
+from logad.methods._thresholds import best_f1_cut as _best_cut
 from logad.methods.base import (
     Detector,
     EpochCallback,
@@ -199,30 +200,6 @@ def _device(setting: str) -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     except ImportError:
         return "cpu"
-
-
-def _best_cut(y: np.ndarray, s: np.ndarray, mode: str, target_precision: float) -> tuple[float, str]:
-    from sklearn.metrics import precision_recall_curve
-
-    precision, recall, cuts = precision_recall_curve(y, s)
-    if mode == "precision":
-        ok = np.flatnonzero(precision[:-1] >= target_precision)
-        if len(ok):
-            i = int(ok[0])  # the lowest cut (highest recall) that reaches the precision
-            return float(np.nextafter(cuts[i], -np.inf)), (
-                f"lowest cut with validation precision ≥ {target_precision} (recall {recall[i]:.4f})")
-    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
-    i = int(np.argmax(f1[:-1]))
-    # halfway (in log-odds) to the next lower score: a cut just under the lowest flagged
-    # validation score would miss the next anomaly that scores a little lower
-    lower = s[s < cuts[i]]
-    if len(lower):
-        lo, hi = np.clip([lower.max(), cuts[i]], 1e-12, 1 - 1e-12)
-        mid = (np.log(lo / (1 - lo)) + np.log(hi / (1 - hi))) / 2
-        cut = float(1.0 / (1.0 + np.exp(-mid)))
-    else:
-        cut = float(np.nextafter(cuts[i], -np.inf))
-    return cut, f"best validation F1 {f1[i]:.4f} (P {precision[i]:.4f}, R {recall[i]:.4f})"
 
 
 @register_method
