@@ -254,3 +254,100 @@ def test_one_class_training_is_refused_with_a_reason(bgl):
     normal = bgl.assign(line_labels=[[0] * len(x) for x in bgl["event_ids"]])
     with pytest.raises(DataError, match="both normal and anomalous"):
         Classical(TINY).fit(normal.iloc[:100], normal.iloc[100:150])
+
+
+# -- the optional sbert group (real all-MiniLM-L6-v2, from the offline wheel) ----------------------
+
+
+def test_sbert_group_gives_one_vector_per_line_and_means_and_maxima_per_window():
+    from logad.embeddings import EmbeddingCache
+
+    frame = _hand_frame()
+    batch = flatten_lines(frame)
+    f = Featurizer(FeatureConfig(groups=["sbert"])).fit(batch)
+    x, names = f.line_matrix(batch)
+    assert x.shape == (5, 384) and names == [f"sbert_{i}" for i in range(384)]
+    dense = x.toarray()
+    # lines 1 and 4 say the same thing; "session 42 opened" is embedded with its number masked
+    np.testing.assert_array_equal(dense[0], dense[3])
+    direct = EmbeddingCache().lookup(["Accepted password for root", "session 0 opened"])
+    np.testing.assert_allclose(dense[[0, 4]], direct, atol=1e-6)
+    xw, wnames = f.window_matrix(frame, batch)
+    cols = {n: i for i, n in enumerate(wnames)}
+    mean = xw[:, [cols[f"mean_sbert_{i}"] for i in range(384)]].toarray()
+    top = xw[:, [cols[f"max_sbert_{i}"] for i in range(384)]].toarray()
+    lines = [dense[[0, 1, 2]], dense[[2, 3, 4]]]                # w1: lines 1-3, w2: lines 3-5
+    np.testing.assert_allclose(mean, [w.mean(axis=0) for w in lines], atol=1e-6)
+    np.testing.assert_allclose(top, [w.max(axis=0) for w in lines], atol=1e-6)
+    # projected on principal axes of the training messages' vectors: k named columns
+    g = Featurizer(FeatureConfig(groups=["sbert"], sbert_components=3)).fit(batch)
+    xp, pnames = g.line_matrix(batch)
+    assert xp.shape == (5, 3) and pnames == ["sbert_pc_0", "sbert_pc_1", "sbert_pc_2"]
+
+
+def test_sbert_cache_embeds_each_distinct_message_once_and_only_unseen_ones_later():
+    frame = _hand_frame()
+    batch = flatten_lines(frame)
+    f = Featurizer(FeatureConfig(groups=["sbert"])).fit(batch)
+    # 5 lines, 4 distinct texts: each embedded once, the repeat never reaches the cache
+    assert f.embedding_counts == {"hits": 0, "misses": 4, "kept": 4}
+    f.line_matrix(batch)
+    f.window_matrix(frame, batch)
+    assert f.embedding_counts == {"hits": 8, "misses": 4, "kept": 4}
+    # a new message, three times and with other numbers: one miss; the known ones hit
+    later = frame.iloc[:1].assign(lines=[["Jan  1 10:00:00 ubuntu sshd[1]: Accepted password for root",
+                                          "Jan  1 10:00:01 ubuntu sshd[2]: disk 7 is full",
+                                          "Jan  1 10:00:02 ubuntu sshd[3]: disk 12 is full"]])
+    f.line_matrix(flatten_lines(later))
+    assert f.embedding_counts == {"hits": 9, "misses": 5, "kept": 4}
+    f.line_matrix(flatten_lines(later))
+    assert f.embedding_counts == {"hits": 11, "misses": 5, "kept": 4}   # kept: training messages only
+
+
+@pytest.fixture(scope="module")
+def sbert_model(bgl) -> tuple[Classical, pd.DataFrame]:
+    k = np.arange(len(bgl)) % 4
+    train, val, test = bgl[k < 2], bgl[k == 2], bgl[k == 3]
+    det = Classical(TINY | {"feature_groups": ["template", "text", "sbert"], "sbert_components": 8})
+    det.fit(train, val)
+    return det, test
+
+
+def test_sbert_model_save_load_identical_scores_and_embeds_only_unseen_messages(sbert_model, tmp_path):
+    det, test = sbert_model
+    assert det.feature_names[-8:] == [f"sbert_pc_{i}" for i in range(8)]
+    kept = det.featurizer.embeddings
+    assert det.fit_report.extra["sbert_messages_kept"] == len(kept)
+    det.save(tmp_path / "m")
+    files = {p.name for p in (tmp_path / "m").iterdir()}
+    assert {"features.json", "embeddings.safetensors", "embeddings.json"} <= files
+    assert not any(p.suffix in {".pkl", ".pickle", ".joblib"} for p in (tmp_path / "m").iterdir())
+    loaded = load_detector(tmp_path / "m")
+    np.testing.assert_array_equal(loaded.score_lines(test), det.score_lines(test))
+    # the loaded model holds the training and validation vectors: it embeds only the test
+    # part's texts that neither part had
+    from logad.methods.classical.features import sbert_texts
+
+    texts = set(sbert_texts(flatten_lines(test).u_message).to_pylist())
+    new = {t for t in texts if t not in kept}
+    counts = loaded.featurizer.embedding_counts
+    assert counts["misses"] == len(new) and counts["hits"] == len(texts) - len(new)
+    assert counts["kept"] == len(kept)
+    # a line whose message neither part had: embedded once, however often it is scored
+    window = test.iloc[:1].copy()
+    lines = list(window["lines"].iloc[0])
+    lines[0] += " and an unheard-of ending"
+    window["lines"] = [lines]
+    loaded.score_lines(window)
+    loaded.score_lines(window)
+    assert loaded.featurizer.embedding_counts["misses"] == counts["misses"] + 1
+    assert loaded.featurizer.embedding_counts["kept"] == len(kept)
+
+
+def test_sbert_model_shap_values_sum_to_the_margin(sbert_model):
+    det, test = sbert_model
+    x, names = det.featurizer.line_matrix(flatten_lines(test.iloc[:30]))
+    assert names == det.feature_names
+    values, expected = det.model.contributions(x)
+    np.testing.assert_allclose(values.sum(axis=1) + expected, det.model.margin(x), atol=1e-4)
+    assert np.abs(values[:, [i for i, n in enumerate(names) if n.startswith("sbert_pc_")]]).sum() > 0

@@ -67,6 +67,7 @@ from logad.methods.base import (
     write_artifact_header,
 )
 from logad.methods.classical.features import (
+    DEFAULT_GROUPS,
     FEATURE_GROUPS,
     FeatureConfig,
     Featurizer,
@@ -90,13 +91,19 @@ class ClassicalConfig(BaseModel):
     level: Literal["auto", "line", "window"] = Field(
         "auto", description="line: a sample per input line (needs line labels); window: a sample per window; "
         "auto: line where the training windows carry line labels")
-    feature_groups: list[str] = Field(list(FEATURE_GROUPS), description=f"feature groups, of {list(FEATURE_GROUPS)}")
+    feature_groups: list[str] = Field(list(DEFAULT_GROUPS), description=f"feature groups, of {list(FEATURE_GROUPS)} "
+                                      "(sbert is opt-in: it loads all-MiniLM-L6-v2)")
     context_sizes: list[int] = Field([5, 10, 20, 50], description="preceding-line counts of the context features")
     rare_count: int = Field(5, ge=0, description="a template seen at most this often in training is rare")
     tfidf_max_features: int = Field(4096, ge=16, description="TF-IDF vocabulary size")
     tfidf_ngrams: int = Field(2, ge=1, le=3, description="TF-IDF word n-grams up to this length")
     tfidf_analyzer: Literal["word", "char"] = Field(
         "word", description="TF-IDF terms: words (letters only), or character 3-5-grams within words")
+    sbert_text: Literal["masked", "message"] = Field(
+        "masked", description="sbert group: embed each message with its numbers and hex ids masked (one vector "
+        "per message shape), or the message as it is")
+    sbert_components: int = Field(0, ge=0, le=384, description="sbert group: principal axes of the training "
+                                  "messages' vectors to project on (0: all 384 dimensions)")
     n_estimators: int = Field(300, ge=1, description="trees (boosting rounds for xgboost/lightgbm)")
     max_depth: int = Field(6, ge=1, le=32, description="tree depth")
     learning_rate: float = Field(0.1, gt=0, le=1, description="boosting learning rate")
@@ -228,7 +235,12 @@ class Classical(Detector):
         c = self.config
         return FeatureConfig(groups=c.feature_groups, context_sizes=c.context_sizes, rare_count=c.rare_count,
                              tfidf_max_features=c.tfidf_max_features, tfidf_ngrams=c.tfidf_ngrams,
-                             tfidf_analyzer=c.tfidf_analyzer)
+                             tfidf_analyzer=c.tfidf_analyzer, sbert_text=c.sbert_text,
+                             sbert_components=c.sbert_components)
+
+    def _sbert_device(self) -> str:
+        """Where the sbert group runs SBERT: the configured device (CPU without the group)."""
+        return _device(self.config.device) if "sbert" in self.config.feature_groups else "cpu"
 
     def _params(self) -> dict[str, Any]:
         c = self.config
@@ -306,7 +318,9 @@ class Classical(Detector):
         self.level = level
         self.line_level = level == "line"  # an instance's answer; the class says it may score lines
         tb = flatten_lines(train)
-        self.featurizer = Featurizer(self._feature_config()).fit(tb)
+        vb = flatten_lines(val) if len(val) else None
+        # the sbert group keeps the vectors of the training and validation messages
+        self.featurizer = Featurizer(self._feature_config(), self._sbert_device()).fit(tb, keep=vb)
         x, y = self._samples(train, tb)
         if level == "line":
             self.feature_names = self.featurizer.line_matrix(flatten_lines(train.iloc[:1]))[1]
@@ -361,7 +375,6 @@ class Classical(Detector):
         self._threshold = 0.0  # lets the scoring helpers run; replaced below
 
         # the threshold: validation labels, else out-of-fold scores, else normal validation scores
-        vb = flatten_lines(val) if len(val) else None
         val_scores, val_y = np.zeros(0), np.zeros(0)
         if vb is not None:
             vx, vy = self._samples(val, vb)
@@ -403,6 +416,10 @@ class Classical(Detector):
                    "cv_f1": float(np.nanmean(fold_f1s)) if fold_f1s else None,
                    "cv_by_source": cross_source},
         )
+        if cross_source and oof is not None:
+            report.extra["cross_source_f1"] = _source_f1(y, oof, groups, cut)
+        if "sbert" in c.feature_groups:
+            report.extra["sbert_messages_kept"] = len(self.featurizer.embeddings)
         self.fit_report = report
         return report
 
@@ -507,6 +524,7 @@ class Classical(Detector):
         assert self.featurizer is not None and self.model is not None
         out = write_artifact_header(path, self.name, self.config)
         (out / "features.json").write_text(json.dumps(self.featurizer.to_json()) + "\n")
+        self.featurizer.save_embeddings(out)
         self.model.save(out)
         state = {"threshold": self._threshold, "line_threshold": self._line_threshold, "level": self.level,
                  "model": self.config.model, "feature_names": self.feature_names, "sampler": self.sampler_used,
@@ -522,7 +540,9 @@ class Classical(Detector):
         state = read_state(root / "state.json")
         if not isinstance(state.get("threshold"), int | float) or state.get("level") not in ("line", "window"):
             raise DataError(f"{root / 'state.json'} needs a numeric 'threshold' and a 'level' (line or window)")
-        det.featurizer = Featurizer.from_json(det._feature_config(), read_state(root / "features.json"))
+        det.featurizer = Featurizer.from_json(det._feature_config(), read_state(root / "features.json"),
+                                              det._sbert_device())
+        det.featurizer.load_embeddings(root)
         det.model = load_model(det.config.model, det._params(), root)
         det.level = state["level"]
         det.line_level = det.level == "line"
@@ -563,6 +583,18 @@ def _macro_cut(y: np.ndarray, s: np.ndarray, groups: np.ndarray, candidates: int
     best = int(np.argmax(mean))
     per = ", ".join(f"{str(g)[-24:]} {f1[k, best]:.4f}" for k, g in enumerate(keys))
     return float(cuts[best]), f"best mean F1 over {len(keys)} sources {mean[best]:.4f} ({per})"
+
+
+def _source_f1(y: np.ndarray, s: np.ndarray, groups: np.ndarray, cut: float) -> dict[str, float]:
+    """Per source, the F1 of its out-of-source scores ``s`` at ``cut`` (a score above it flags):
+    how the model does on a source it never saw, at the threshold it keeps."""
+    y = np.asarray(y, dtype=np.int64)
+    out = {}
+    for g in dict.fromkeys(groups.tolist()):
+        yg, flagged = y[groups == g], s[groups == g] > cut
+        tp = int((flagged & (yg == 1)).sum())
+        out[str(g)] = 2 * tp / max(int(flagged.sum()) + int(yg.sum()), 1)
+    return out
 
 
 def _metrics(y: np.ndarray, s: np.ndarray) -> dict[str, float]:

@@ -30,11 +30,20 @@ Feature groups (``groups`` in :class:`FeatureConfig`):
   type get none.
 * ``tfidf``: TF-IDF of the lower-cased message's words (letters only, so numbers
   and ids never become terms), uni- and bigrams, fitted on training lines.
+* ``sbert`` (optional, not a default group): the all-MiniLM-L6-v2 sentence vector of
+  the line's message (384-d, :mod:`logad.embeddings`), by default with its numbers
+  and hex ids masked (``sbert_text: masked``: one vector per message shape, not one
+  per block id or PID), optionally projected on the first ``sbert_components``
+  principal axes of the training messages' vectors. Each distinct text of a batch
+  is looked up once in the featurizer's :class:`~logad.embeddings.EmbeddingCache`;
+  the vectors of the training and validation messages are kept with the model
+  (``embeddings.safetensors``), so scoring embeds only messages it has never seen.
 
 Window features (for tables labelled per window only) are the template count
 vector, the mean and max of every dense line feature over the window's lines, the
-window's line count and span, and the mean TF-IDF row. The fitted state (template
-counts, TF-IDF vocabulary and idf) is JSON arrays. A value that cannot be computed
+window's line count and span, the mean TF-IDF row, and the mean and max of the
+lines' SBERT vectors. The fitted state (template counts, TF-IDF vocabulary and idf,
+the SBERT projection) is JSON arrays. A value that cannot be computed
 (the gap of a line without a time, the rate of a line with no predecessor) is
 :data:`MISSING` (-1; every feature is otherwise ≥ 0), so samplers and linear models
 see finite numbers and the trees can still split it off.
@@ -44,7 +53,8 @@ from __future__ import annotations
 
 import re
 from itertools import chain
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -53,6 +63,7 @@ import pyarrow.compute as pc
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from logad.embeddings import DIMENSION, VECTORS_FILE, EmbeddingCache
 from logad.errors import DataError
 from logad.methods._lines import LineBatch, flatten_lines
 
@@ -61,11 +72,16 @@ __all__ = ["FEATURE_GROUPS", "MISSING", "FeatureConfig", "Featurizer", "LineBatc
 MISSING = -1.0
 """The value of a feature that cannot be computed for a line or window."""
 
-FEATURE_GROUPS = ("template", "context", "text", "temporal", "tfidf", "file")
+FEATURE_GROUPS = ("template", "context", "text", "temporal", "tfidf", "file", "sbert")
+DEFAULT_GROUPS = ("template", "context", "text", "temporal", "tfidf", "file")
+"""The groups used unless ``groups`` says otherwise (``sbert`` is opt-in)."""
 _ERROR = r"(?i)\b(error|err|errors)\b"
 _WARN = r"(?i)\b(warn|warning|warnings)\b"
 _FATAL = r"(?i)\b(fatal|crit|critical|panic|emerg|emergency|alert|severe|failure)\b"
 _NON_LETTERS = re.compile(r"[^a-z]+")
+_NUMBERS = r"[0-9A-Fa-f]*[0-9][0-9A-Fa-f]*"  # a run of digits with the hex letters around it
+UNSEEN_CACHE_LIMIT = 50_000
+"""Vectors of messages first met after fitting that a featurizer keeps at most (then starts afresh)."""
 
 
 class FeatureConfig(BaseModel):
@@ -73,7 +89,7 @@ class FeatureConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    groups: list[str] = Field(list(FEATURE_GROUPS), description=f"feature groups to use, of {list(FEATURE_GROUPS)}")
+    groups: list[str] = Field(list(DEFAULT_GROUPS), description=f"feature groups to use, of {list(FEATURE_GROUPS)}")
     context_sizes: list[int] = Field([5, 10, 20, 50], description="preceding-line counts of the context features")
     rare_count: int = Field(5, ge=0, description="a template seen at most this often in training is rare")
     tfidf_max_features: int = Field(4096, ge=16, description="TF-IDF vocabulary size (most frequent terms)")
@@ -82,6 +98,11 @@ class FeatureConfig(BaseModel):
     tfidf_analyzer: str = Field("word", pattern="^(word|char)$",
                                 description="TF-IDF terms: words (letters only), or character 3-5-grams within words")
     max_templates: int = Field(2000, ge=1, description="window features: template count columns (most frequent)")
+    sbert_text: Literal["masked", "message"] = Field(
+        "masked", description="sbert: embed the message with every run of digits (and the hex letters around "
+        "it) replaced by 0, or the message as it is")
+    sbert_components: int = Field(0, ge=0, le=DIMENSION, description="sbert: project the vectors on this many "
+                                  "principal axes of the training messages' vectors (0: all 384 dimensions)")
 
     @field_validator("groups")
     @classmethod
@@ -103,6 +124,25 @@ class FeatureConfig(BaseModel):
 
 def _letters_only(text: str) -> str:
     return _NON_LETTERS.sub(" ", text.lower())
+
+
+def sbert_texts(messages: pa.Array, how: str = "masked") -> pa.Array:
+    """The text the ``sbert`` group embeds for each message: with every run of digits and the
+    hex letters around it replaced by ``0`` (``masked``: ``blk_-4394 src: /10.2.1.4:50010``
+    → ``blk_-0 src: /0.0.0.0:0``), or the message itself (``message``); null as empty."""
+    text = pc.fill_null(messages, "")
+    return pc.replace_substring_regex(text, _NUMBERS, "0") if how == "masked" else text
+
+
+def _principal_axes(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and first ``k`` principal axes (rows, unit length, largest entry positive) of ``x``."""
+    x = np.asarray(x, dtype=np.float64)
+    mean = x.mean(axis=0) if len(x) else np.zeros(x.shape[1])
+    xc = x - mean
+    values, vectors = np.linalg.eigh(xc.T @ xc)
+    axes = vectors[:, np.argsort(-values, kind="stable")[:k]].T
+    signs = np.sign(axes[np.arange(len(axes)), np.argmax(np.abs(axes), axis=1)])
+    return mean, axes * np.where(signs == 0, 1.0, signs)[:, None]
 
 
 def file_types(files: np.ndarray) -> np.ndarray:
@@ -188,11 +228,23 @@ class Featurizer:
     """Fits the feature state on training lines; makes line and window matrices.
 
     ``line_matrix`` / ``window_matrix`` return a CSR matrix (float32) and the
-    column names; the dense columns come first, the TF-IDF terms after them.
+    column names; the dense columns come first, then the SBERT columns, the TF-IDF
+    terms last.
+
+    With the ``sbert`` group, :attr:`embeddings` holds the vectors of the training and
+    validation messages (filled by :meth:`fit`, saved with the model); messages met
+    later are embedded once into a second, bounded cache that is never saved.
+    ``device`` is where SBERT runs.
     """
 
-    def __init__(self, config: FeatureConfig) -> None:
+    def __init__(self, config: FeatureConfig, device: str = "cpu") -> None:
         self.config = config
+        self.device = device
+        self.embeddings = EmbeddingCache(device)
+        self._unseen = EmbeddingCache(device)
+        self._frozen = False
+        self.sbert_mean = np.zeros(0, np.float64)
+        self.sbert_axes = np.zeros((0, DIMENSION), np.float64)
         self.template_ids = np.zeros(0, np.int64)
         self.template_counts = np.zeros(0, np.int64)
         self.total_lines = 0
@@ -204,7 +256,9 @@ class Featurizer:
 
     # -- fitting -----------------------------------------------------------------------------
 
-    def fit(self, batch: LineBatch) -> Featurizer:
+    def fit(self, batch: LineBatch, keep: LineBatch | None = None) -> Featurizer:
+        """Fit the feature state on training lines ``batch``; with the ``sbert`` group, also embed
+        the messages of ``keep`` (the validation lines), whose vectors the model keeps as well."""
         ids, counts = np.unique(batch.u_event[batch.u_event != 0], return_counts=True)
         self.template_ids, self.template_counts = ids.astype(np.int64), counts.astype(np.int64)
         self.total_lines = batch.num_unique
@@ -229,6 +283,16 @@ class Featurizer:
                 self.vocabulary = {str(k): int(v) for k, v in vec.vocabulary_.items()}
                 self.idf = np.asarray(vec.idf_, dtype=np.float64)
         self._tfidf = None
+        if "sbert" in self.config.groups:
+            self.embeddings, self._unseen, self._frozen = EmbeddingCache(self.device), EmbeddingCache(self.device), False
+            train = self._distinct_texts(batch.u_message)[0]
+            vectors = self._vectors(train)
+            if keep is not None:
+                self._vectors(self._distinct_texts(keep.u_message)[0])
+            self._frozen = True
+            k = self.config.sbert_components
+            if k:
+                self.sbert_mean, self.sbert_axes = _principal_axes(vectors, k)
         return self
 
     def _vectorizer(self, cls: Any, vocabulary: dict[str, int] | None, min_df: int | None = None) -> Any:
@@ -261,12 +325,13 @@ class Featurizer:
         terms = sorted(self.vocabulary, key=self.vocabulary.__getitem__)
         return {"template_ids": self.template_ids.tolist(), "template_counts": self.template_counts.tolist(),
                 "total_lines": self.total_lines, "window_templates": self.window_templates.tolist(),
-                "tfidf_terms": terms, "tfidf_idf": self.idf.tolist(), "file_types": self.file_types}
+                "tfidf_terms": terms, "tfidf_idf": self.idf.tolist(), "file_types": self.file_types,
+                "sbert_mean": self.sbert_mean.tolist(), "sbert_axes": self.sbert_axes.tolist()}
 
     @classmethod
-    def from_json(cls, config: FeatureConfig, data: dict[str, Any]) -> Featurizer:
+    def from_json(cls, config: FeatureConfig, data: dict[str, Any], device: str = "cpu") -> Featurizer:
         try:
-            f = cls(config)
+            f = cls(config, device)
             f.template_ids = np.asarray(data["template_ids"], dtype=np.int64)
             f.template_counts = np.asarray(data["template_counts"], dtype=np.int64)
             f.total_lines = int(data["total_lines"])
@@ -274,11 +339,86 @@ class Featurizer:
             f.vocabulary = {str(t): i for i, t in enumerate(data["tfidf_terms"])}
             f.idf = np.asarray(data["tfidf_idf"], dtype=np.float64)
             f.file_types = [str(t) for t in data.get("file_types", [])]
+            f.sbert_mean = np.asarray(data.get("sbert_mean", []), dtype=np.float64)
+            f.sbert_axes = np.asarray(data.get("sbert_axes", []), dtype=np.float64).reshape(-1, DIMENSION)
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"feature state is incomplete or malformed: {exc}") from exc
         if len(f.template_ids) != len(f.template_counts) or len(f.vocabulary) != len(f.idf):
             raise DataError("feature state arrays disagree in length")
+        if len(f.sbert_axes) != config.sbert_components or (len(f.sbert_axes) and len(f.sbert_mean) != DIMENSION):
+            raise DataError(f"the SBERT projection holds {len(f.sbert_axes)} axes; the config asks for "
+                            f"{config.sbert_components}")
+        f._frozen = True
         return f
+
+    def save_embeddings(self, directory: str | Path) -> None:
+        """With the ``sbert`` group: write the kept vectors (those of the training and validation
+        messages) beside the model, as :meth:`EmbeddingCache.save` does; else nothing."""
+        if "sbert" in self.config.groups:
+            self.embeddings.save(directory)
+
+    def load_embeddings(self, directory: str | Path) -> None:
+        """With the ``sbert`` group: read the vectors :meth:`save_embeddings` wrote.
+
+        Raises:
+            DataError: they are missing or unreadable.
+        """
+        if "sbert" not in self.config.groups:
+            return
+        if not (Path(directory) / VECTORS_FILE).is_file():
+            raise DataError(f"{directory} has the sbert feature group but no {VECTORS_FILE}")
+        self.embeddings = EmbeddingCache.load(directory, self.device)
+        self._unseen = EmbeddingCache(self.device)
+        self._frozen = True
+
+    # -- SBERT vectors -----------------------------------------------------------------------
+
+    @property
+    def embedding_counts(self) -> dict[str, int]:
+        """Distinct texts looked up and found (``hits``) or embedded (``misses``), over the kept
+        vectors and those of messages met after fitting; and how many vectors are kept."""
+        return {"hits": self.embeddings.hits + self._unseen.hits,
+                "misses": self.embeddings.misses + self._unseen.misses, "kept": len(self.embeddings)}
+
+    def _distinct_texts(self, messages: pa.Array) -> tuple[list[str], np.ndarray]:
+        """The distinct SBERT texts of ``messages`` and, per message, the index of its text."""
+        enc = pc.dictionary_encode(sbert_texts(messages, self.config.sbert_text))
+        return enc.dictionary.to_pylist(), enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+
+    def _vectors(self, texts: list[str]) -> np.ndarray:
+        """One vector per (distinct) text: from the kept vectors, else from (or into) the cache
+        of messages met after fitting, which starts afresh when it would pass
+        :data:`UNSEEN_CACHE_LIMIT`."""
+        if not self._frozen:
+            return self.embeddings.lookup(texts)
+        kept = np.fromiter((t in self.embeddings for t in texts), dtype=bool, count=len(texts))
+        out = np.empty((len(texts), DIMENSION), dtype=np.float32)
+        if kept.any():
+            out[kept] = self.embeddings.lookup([t for t, k in zip(texts, kept, strict=True) if k])
+        if not kept.all():
+            new = [t for t, k in zip(texts, kept, strict=True) if not k]
+            if len(self._unseen) + len(new) > UNSEEN_CACHE_LIMIT:
+                fresh = EmbeddingCache(self.device)
+                fresh.hits, fresh.misses = self._unseen.hits, self._unseen.misses
+                self._unseen = fresh
+            out[~kept] = self._unseen.lookup(new)
+        return out
+
+    def sbert_rows(self, messages: pa.Array) -> np.ndarray:
+        """The ``sbert`` columns of every message (float64, rows as ``messages``): its vector, or
+        its projection on the fitted principal axes. Each distinct text is looked up once."""
+        texts, index = self._distinct_texts(messages)
+        vectors = self._vectors(texts).astype(np.float64)
+        if len(self.sbert_axes):
+            vectors = (vectors - self.sbert_mean) @ self.sbert_axes.T
+        return vectors[index]
+
+    def sbert_names(self) -> list[str]:
+        if "sbert" not in self.config.groups:
+            return []
+        if len(self.sbert_axes):
+            return [f"sbert_pc_{i}" for i in range(len(self.sbert_axes))]
+        return [f"sbert_{i}" for i in range(DIMENSION)]
 
     # -- line features -----------------------------------------------------------------------
 
@@ -387,6 +527,9 @@ class Featurizer:
         """Features of every input line of ``batch`` (rows as ``batch.u_*``)."""
         dense, names = self.dense_line_features(batch)
         parts = [sp.csr_matrix(dense.astype(np.float32))]
+        if "sbert" in self.config.groups:
+            parts.append(sp.csr_matrix(self.sbert_rows(batch.u_message).astype(np.float32)))
+            names = names + self.sbert_names()
         tf = self._tfidf_rows(batch.u_message)
         if tf is not None:
             parts.append(tf)
@@ -432,6 +575,14 @@ class Featurizer:
         names = (["window_lines", "window_span_s", "window_unseen_lines"] + [f"mean_{n}" for n in dnames]
                  + [f"max_{n}" for n in dnames] + [f"count[template {i}]" for i in ids.tolist()]
                  + ["count[unseen templates]"])
+        if "sbert" in self.config.groups:
+            vec = self.sbert_rows(batch.u_message)[batch.unique]
+            vmax = np.zeros((nw, vec.shape[1]))
+            if nonempty.any():
+                vmax[nonempty] = np.maximum.reduceat(vec, starts[nonempty], axis=0)
+            parts.append(sp.csr_matrix(np.hstack([(member @ vec) / sizes[:, None], vmax]).astype(np.float32)))
+            sn = self.sbert_names()
+            names += [f"mean_{n}" for n in sn] + [f"max_{n}" for n in sn]
         tf = self._tfidf_rows(batch.u_message)
         if tf is not None:
             parts.append(sp.csr_matrix(member @ tf[batch.unique] / sizes[:, None]).astype(np.float32))
