@@ -117,6 +117,20 @@ class EmbeddingCache:
     def __len__(self) -> int:
         return len(self._index)
 
+    def __repr__(self) -> str:
+        return f"EmbeddingCache({len(self)} {MODEL_NAME} vectors, {self.hits} hits, {self.misses} misses)"
+
+    def ensure(self, texts: Iterable[str], *, ray_above: int = 50_000) -> int:
+        """Embed the distinct texts not cached yet, through Ray Data actors where there are
+        more than ``ray_above`` of them (else in this process); returns how many were new."""
+        texts = list(dict.fromkeys(texts))
+        missing = [t for t in texts if content_key(t) not in self._index]
+        if len(missing) > ray_above:
+            return self.embed_with_ray(missing)
+        before = len(self)
+        self.rows(missing)
+        return len(self) - before
+
     def __contains__(self, text: str) -> bool:
         return content_key(text) in self._index
 
@@ -198,6 +212,24 @@ class EmbeddingCache:
         inverse = {v: k for k, v in self._index.items()}
         out = EmbeddingCache(self.device, self.batch_size)
         out._add([inverse[int(r)] for r in uniq], self.matrix[uniq])
+        return out
+
+    def truncate(self, n: int) -> None:
+        """Keep the first ``n`` vectors (in insertion order) and forget the rest: how a model
+        bounds what it caches of the messages it scores beyond its own."""
+        if n >= len(self):
+            return
+        keys = list(self._index)[:n]
+        matrix = self.matrix[:n].copy()
+        self._index = {k: i for i, k in enumerate(keys)}
+        self._vectors = [matrix]
+        self._matrix = matrix
+
+    def head(self, n: int) -> EmbeddingCache:
+        """A new cache of the first ``n`` vectors (in insertion order)."""
+        out = EmbeddingCache(self.device, self.batch_size)
+        keys = list(self._index)[:n]
+        out._add(keys, self.matrix[: len(keys)])
         return out
 
     def merge(self, other: EmbeddingCache) -> None:

@@ -31,6 +31,8 @@ TINY_CONFIGS: dict[str, dict] = {
     "isolation-forest": dict(n_estimators=50),
     "deeplog": dict(hidden_size=16, embedding_size=8, num_layers=1, epochs=3, device="cpu", seed=0),
     "classical": dict(n_estimators=20, max_depth=3, cv_folds=2, n_jobs=1, device="cpu", seed=0),
+    "colog": dict(hidden=32, layers=1, heads=2, adaptation_heads=1, batch_size=16, epochs=4, patience=4,
+                  learning_rate=3e-3, device="cpu", show_progress=False, seed=0),
 }
 METHODS = available_methods()
 

@@ -45,3 +45,13 @@ def test_save_load_and_subset(cache, tmp_path):
     (tmp_path / "embeddings.json").write_text("{}")
     with pytest.raises(DataError):
         EmbeddingCache.load(tmp_path)
+
+
+def test_truncate_and_head_keep_the_first_vectors(cache):
+    c = EmbeddingCache()
+    c.merge(cache)
+    first = c.lookup(MESSAGES[:2])
+    assert c.head(2).lookup(MESSAGES[:2]).tolist() == first.tolist()
+    c.truncate(2)
+    assert len(c) == 2 and MESSAGES[0] in c and MESSAGES[3] not in c
+    assert np.array_equal(c.lookup(MESSAGES[:2]), first)

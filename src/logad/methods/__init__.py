@@ -7,6 +7,7 @@ imported on first lookup, so importing this package stays light.
 
 from logad.methods.base import (
     ARTIFACT_FORMAT_VERSION,
+    ContextEvidence,
     Detector,
     EpochCallback,
     FeatureEvidence,
@@ -25,6 +26,7 @@ from logad.methods.base import (
 
 __all__ = [
     "ARTIFACT_FORMAT_VERSION",
+    "ContextEvidence",
     "Detector",
     "EpochCallback",
     "FeatureEvidence",

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-__all__ = ["LineBatch", "flatten_lines"]
+__all__ = ["LineBatch", "context_index", "flatten_lines", "window_max"]
 
 _NO_REF = "\x00window"  # file key of lines without references: their window is their context
 
@@ -113,3 +113,27 @@ def flatten_lines(frame: pd.DataFrame) -> LineBatch:
                      u_event=event[first], u_message=message, u_line=raw,
                      u_time=t / 1e6, u_label=y, u_first_window=u_first_window,
                      u_file=np.asarray(files, dtype=object)[first] if total else np.zeros(0, dtype=object))
+
+
+def window_max(batch: LineBatch, line_scores: np.ndarray) -> np.ndarray:
+    """Each window's highest line score (0 for an empty window), from the scores of every
+    line of the batch in window order."""
+    out = np.zeros(len(batch.counts), dtype=np.float64)
+    nonempty = batch.counts > 0
+    if nonempty.any():
+        starts = np.concatenate(([0], np.cumsum(batch.counts)[:-1])).astype(np.int64)
+        out[nonempty] = np.maximum.reduceat(np.asarray(line_scores, dtype=np.float64), starts[nonempty])
+    return out
+
+
+def context_index(groups: np.ndarray, width: int) -> np.ndarray:
+    """For input lines sorted by (group, line), the index of each line's neighbours at
+    offsets ``-width … +width`` in its own group (itself in the middle), ``-1`` past the
+    group's edges: shape ``(n, 2 * width + 1)``."""
+    n = len(groups)
+    idx = np.arange(n, dtype=np.int64)[:, None] + np.arange(-width, width + 1, dtype=np.int64)[None, :]
+    inside = (idx >= 0) & (idx < n)
+    clipped = np.clip(idx, 0, max(n - 1, 0))
+    if n:
+        inside &= groups[clipped] == groups[:, None]
+    return np.where(inside, clipped, -1)

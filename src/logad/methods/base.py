@@ -45,6 +45,7 @@ from logad.errors import ConfigError, DataError, NotFittedError, UnknownNameErro
 
 __all__ = [
     "ARTIFACT_FORMAT_VERSION",
+    "ContextEvidence",
     "Detector",
     "EpochCallback",
     "FeatureEvidence",
@@ -107,6 +108,17 @@ class FitReport:
 
 
 @dataclass
+class ContextEvidence:
+    """A neighbouring line and how much a line's verdict leaned on it (CoLog's attention)."""
+
+    offset: int
+    """Where the neighbour sits relative to the judged line in its file (-1: the line before)."""
+    line: str
+    weight: float
+    """Attention weight over the judged line's context (the weights of one line sum to 1)."""
+
+
+@dataclass
 class LineEvidence:
     """One line that drove a window's score."""
 
@@ -116,6 +128,8 @@ class LineEvidence:
     event_id: int
     probability: float
     """How strongly the detector flags this line (method-specific, in [0, 1])."""
+    context: list[ContextEvidence] = field(default_factory=list)
+    """Context-aware methods: the neighbouring lines the verdict attended to, strongest first."""
 
 
 @dataclass
@@ -304,6 +318,19 @@ class Detector(ABC):
         """Line verdicts at the stored line threshold (1 anomalous, 0 normal), as :meth:`score_lines`."""
         return (self.score_lines(windows) > self.line_threshold).astype(np.int8)
 
+    # -- sweeps -------------------------------------------------------------------------------
+
+    @classmethod
+    def sweep_state(cls, train: pd.DataFrame, val: pd.DataFrame, config: Mapping[str, Any]) -> Any:
+        """What every trial of a sweep would otherwise compute for itself from the same data
+        (CoLog: the SBERT vectors of every distinct message), computed once by the sweep's
+        driver and handed to each trial's :meth:`adopt_sweep_state`. None: nothing to share."""
+        return None
+
+    def adopt_sweep_state(self, state: Any) -> None:
+        """Take what :meth:`sweep_state` computed, before :meth:`fit` (the default keeps nothing)."""
+        return None
+
     # -- the contract -----------------------------------------------------------------------
 
     @abstractmethod
@@ -405,6 +432,7 @@ _BUILTIN_MODULES: dict[str, str] = {
     "isolation-forest": "logad.methods.isolation_forest",
     "deeplog": "logad.methods.deeplog",
     "classical": "logad.methods.classical",
+    "colog": "logad.methods.colog",
 }
 _builtins_loaded = False
 

@@ -71,7 +71,7 @@ class SweepResult:
 
 
 def _trial(config: dict[str, Any], *, method: str, fixed: dict[str, Any], train: pd.DataFrame,
-           val: pd.DataFrame, metric: str, cpus: float) -> None:
+           val: pd.DataFrame, metric: str, cpus: float, state: Any = None) -> None:
     """One trial: fit with per-epoch reports, then report the kept epoch with the model."""
     started = time.time()  # the trial holds its resources from here (imports and set-up included)
     import ray
@@ -97,6 +97,8 @@ def _trial(config: dict[str, Any], *, method: str, fixed: dict[str, Any], train:
     if "show_progress" in cls.config_class.model_fields:
         params["show_progress"] = False
     detector = cls(params)
+    if state is not None:  # computed once by the driver for every trial (e.g. CoLog's embeddings)
+        detector.adopt_sweep_state(state)
 
     def on_epoch(metrics: dict[str, float]) -> None:
         if metric in metrics:  # e.g. warm-up epochs without a validation loss are not rungs
@@ -197,9 +199,12 @@ def run_sweep(
     log(f"sweep {name}: {spec.method} on {len(split.train)} train / {len(split.val)} validation windows "
         f"(protocol {spec.protocol}; the {len(split.test)} test windows stay out of tuning)")
 
+    state = cls.sweep_state(split.train, split.val, fixed)
+    if state is not None:
+        log(f"computed once for every trial: {state!r}")
     trainable = tune.with_resources(
         tune.with_parameters(_trial, method=spec.method, fixed=fixed, train=split.train, val=split.val,
-                             metric=spec.metric, cpus=spec.resources_per_trial.cpu),
+                             metric=spec.metric, cpus=spec.resources_per_trial.cpu, state=state),
         resources,
     )
     t0 = time.perf_counter()

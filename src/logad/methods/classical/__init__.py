@@ -53,6 +53,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from logad.errors import DataError
 from logad.methods._events import read_state
+from logad.methods._lines import window_max
+from logad.methods._sampling import SAMPLERS, choose_sampler, make_sampler
 from logad.methods._thresholds import best_f1_cut as _best_cut
 from logad.methods.base import (
     Detector,
@@ -78,7 +80,6 @@ from logad.methods.classical.models import MODEL_FAMILIES, Model, load_model, ma
 
 __all__ = ["Classical", "ClassicalConfig", "choose_sampler", "make_sampler"]
 
-SAMPLERS = ("auto", "none", "smote", "borderline-smote", "adasyn", "random-over", "random-under", "tomek-links")
 
 
 class ClassicalConfig(BaseModel):
@@ -140,50 +141,6 @@ class ClassicalConfig(BaseModel):
     @classmethod
     def _groups(cls, v: list[str]) -> list[str]:
         return FeatureConfig(groups=v).groups
-
-
-def choose_sampler(y: np.ndarray) -> tuple[str, float]:
-    """The report's rule: the sampler for the imbalance ratio of labels ``y``, and that ratio."""
-    pos = int((y == 1).sum())
-    neg = len(y) - pos
-    ratio = max(pos, neg) / max(min(pos, neg), 1)
-    if ratio < 3:
-        return "none", ratio
-    if ratio < 10:
-        return "smote", ratio
-    if ratio <= 100:
-        return "borderline-smote", ratio
-    return "adasyn", ratio
-
-
-def make_sampler(name: str, y: np.ndarray, ratio: float, seed: int) -> Any:
-    """An imbalanced-learn sampler, or None; neighbour counts shrink to the minority's size."""
-    if name == "none":
-        return None
-    minority = int(min((y == 1).sum(), (y == 0).sum()))
-    majority = len(y) - minority
-    if minority < 2:
-        return None
-    if name in ("smote", "borderline-smote", "adasyn", "random-over") and minority >= ratio * majority:
-        return None  # already at least as balanced as asked
-    k = max(1, min(5, minority - 1))
-    from imblearn.over_sampling import ADASYN, SMOTE, BorderlineSMOTE, RandomOverSampler
-    from imblearn.under_sampling import RandomUnderSampler, TomekLinks
-
-    if name == "smote":
-        return SMOTE(sampling_strategy=ratio, k_neighbors=k, random_state=seed)
-    if name == "borderline-smote":
-        return BorderlineSMOTE(sampling_strategy=ratio, k_neighbors=k, m_neighbors=max(k, min(10, minority - 1)),
-                               random_state=seed)
-    if name == "adasyn":
-        return ADASYN(sampling_strategy=ratio, n_neighbors=k, random_state=seed)
-    if name == "random-over":
-        return RandomOverSampler(sampling_strategy=ratio, random_state=seed)
-    if name == "random-under":
-        return RandomUnderSampler(sampling_strategy=ratio, random_state=seed)
-    if name == "tomek-links":
-        return TomekLinks()
-    raise DataError(f"unknown sampler {name!r}")
 
 
 def _threads(n: int) -> int:
@@ -428,16 +385,6 @@ class Classical(Detector):
         x, _ = self.featurizer.line_matrix(batch)
         return self.model.proba(x) if x.shape[0] else np.zeros(0)
 
-    @staticmethod
-    def _window_max(batch: LineBatch, line_scores: np.ndarray) -> np.ndarray:
-        nw = len(batch.counts)
-        out = np.zeros(nw, dtype=np.float64)
-        nonempty = batch.counts > 0
-        if nonempty.any():
-            starts = np.concatenate(([0], np.cumsum(batch.counts)[:-1])).astype(np.int64)
-            out[nonempty] = np.maximum.reduceat(line_scores, starts[nonempty])
-        return out
-
     def score_with_lines(self, windows: pd.DataFrame | pa.Table) -> tuple[np.ndarray, np.ndarray]:
         self._check_fitted()
         if self.level == "window":
@@ -446,7 +393,7 @@ class Classical(Detector):
         frame = as_windows_frame(windows)
         batch = flatten_lines(frame)
         lines = self._line_probabilities(batch)[batch.unique] if batch.num_lines else np.zeros(0)
-        return self._window_max(batch, lines), lines.astype(np.float64)
+        return window_max(batch, lines), lines.astype(np.float64)
 
     def score(self, windows: pd.DataFrame | pa.Table) -> np.ndarray:
         self._check_fitted()
@@ -500,7 +447,7 @@ class Classical(Detector):
         ux, _ = self.featurizer.line_matrix(batch)
         up = self.model.proba(ux) if ux.shape[0] else np.zeros(0)
         lines = up[batch.unique] if batch.num_lines else np.zeros(0)
-        scores = self._window_max(batch, lines)
+        scores = window_max(batch, lines)
         starts = np.concatenate(([0], np.cumsum(batch.counts)[:-1])).astype(np.int64)
         # explain each window's strongest line (one SHAP call for the whole batch)
         best = [int(starts[w] + np.argmax(lines[starts[w]: starts[w] + n])) if n else -1
