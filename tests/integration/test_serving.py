@@ -104,6 +104,22 @@ def _train_classical(out: Path, lines: list[str], config) -> Path:
     return out
 
 
+def _train_colog(out: Path, lines: list[str], config) -> Path:
+    """A tiny CoLog per line (BGL labels its lines), a few epochs."""
+    from logad.methods.colog import CoLog
+
+    store = _mine(lines, config)
+    windows, _ = from_lines(lines, config, store, file_name="bgl.log")
+    k = np.arange(len(windows)) % 4
+    det = CoLog(hidden=16, layers=1, heads=2, adaptation_heads=1, epochs=3, batch_size=32, learning_rate=3e-3,
+                device="cpu", show_progress=False)
+    det.fit(windows[k < 3], windows[k == 3])
+    det.save(out)
+    store.save(out / "templates.json")
+    (out / "source.json").write_text(config.model_dump_json())
+    return out
+
+
 @pytest.fixture(scope="module")
 def sources(hdfs_sample, hdfs_sample_lines):
     hdfs_normal = {r["BlockId"] for r in csv.DictReader(open(hdfs_sample[1])) if r["Label"] != "Anomaly"}
@@ -129,6 +145,8 @@ def registry(tmp_path_factory, sources):
     reg.register(models["bgl-lines"], "bgl-lines", promote=True)
     models["bgl-classical"] = _train_classical(base / "model-bgl-classical", lines[:1500], config)
     reg.register(models["bgl-classical"], "bgl-classical", promote=True)
+    models["bgl-colog"] = _train_colog(base / "model-bgl-colog", lines[:1500], config)
+    reg.register(models["bgl-colog"], "bgl-colog", promote=True)
     return reg, models
 
 
@@ -229,7 +247,8 @@ def test_text_gzip_and_zstd_bodies_give_the_same_answer(url, sources):
 
 def test_sources_healthz_and_openapi(url):
     listed = requests.get(f"{url}/v1/sources", timeout=10).json()["sources"]
-    assert {s["source"]: s["version"] for s in listed} == {"bgl": 1, "bgl-lines": 1, "bgl-classical": 1, "hdfs": 1}
+    assert {s["source"]: s["version"] for s in listed} == {"bgl": 1, "bgl-lines": 1, "bgl-classical": 1, "bgl-colog": 1,
+                                                                     "hdfs": 1}
     assert all(isinstance(s["threshold"], float) for s in listed)
     assert requests.get(f"{url}/healthz", timeout=10).json()["status"] == "ok"
     spec = requests.get(f"{url}/openapi.json", timeout=10).json()
@@ -494,3 +513,26 @@ def test_a_classical_model_serves_line_verdicts_with_their_top_features(url, reg
         assert all(f["name"] in det.feature_names for f in top)
         assert [abs(f["shap"]) for f in top] == sorted((abs(f["shap"]) for f in top), reverse=True)
     assert not any("top_features" in w for w in out["windows"] if w["verdict"] == "normal")
+
+
+def test_a_colog_model_serves_line_verdicts_with_the_context_it_attended_to(url, registry, sources):
+    """CoLog behind the service: the in-process scores, per-line marks, and evidence lines that
+    name the neighbouring lines the verdict attended to (weights summing to 1)."""
+    from logad.methods import load_detector
+
+    _, models = registry
+    lines, config, _ = sources["bgl"]
+    batch = lines[:400]
+    out = _detect(url, "bgl-colog", batch, explain="all")
+    assert out["model"]["method"] == "colog" and out["model"]["line_level"] is True
+    det = load_detector(models["bgl-colog"])
+    store = TemplateStore.load(models["bgl-colog"] / "templates.json")
+    windows, _ = from_lines(batch, config, store)
+    np.testing.assert_allclose([w["score"] for w in out["windows"]], det.score(windows), rtol=1e-5)
+    marked = [al for w in out["windows"] for al in w["anomalous_lines"]]
+    assert all(al["score"] > out["model"]["line_threshold"] for al in marked)
+    for w in out["windows"]:
+        for ev in w["evidence"]:
+            assert ev["context"] and abs(sum(c["weight"] for c in ev["context"]) - 1) < 1e-3
+            assert {c["offset"] for c in ev["context"]} <= {-1, 0, 1}
+            assert any(c["offset"] == 0 and c["line"] == ev["line"] for c in ev["context"])

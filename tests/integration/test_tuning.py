@@ -180,3 +180,24 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     spec = load_tune_spec(spec_path)
     with pytest.raises(ConfigError, match="nothing to resume"):
         run_sweep(spec, windows, "hdfs", storage=tmp_path / "elsewhere", resume=True, log=lambda _: None)
+
+
+def test_colog_sweep_embeds_each_message_once_for_every_trial(tmp_path):
+    """The shipped tune/colog.yaml with a tiny space: the driver embeds the messages once,
+    the trials embed none, and the winner is registered."""
+    shipped = yaml.safe_load((Path(__file__).resolve().parents[2] / "tune" / "colog.yaml").read_text())
+    spec_path = tmp_path / "colog.yaml"
+    spec_path.write_text(yaml.safe_dump(shipped | {
+        "num_samples": 1, "max_epochs": 2, "scheduler": {"type": "fifo"}, "max_concurrent_trials": 2,
+        "protocol": "random-session", "split_params": {"train_fraction": 0.6, "val_fraction": 0.2},
+        "config": shipped["config"] | {"hidden": 16, "adaptation_heads": 1, "device": "cpu"},
+        "space": {"layers": {"type": "choice", "values": [1]}, "heads": {"type": "choice", "values": [2]},
+                  "learning_rate": {"type": "grid", "values": [3e-3, 1e-3]}}}))
+    spec = load_tune_spec(spec_path)
+    said: list[str] = []
+    result = run_sweep(spec, _windows_dir(tmp_path / "ingest"), "hdfs", storage=tmp_path / "tune",
+                       registry=str(tmp_path / "reg"), log=said.append, verbose=0)
+    assert len(result.trials) == 2 and all(t.error is None for t in result.trials)
+    assert any("computed once for every trial: EmbeddingCache(" in s for s in said)
+    winner = load_detector(ModelRegistry(tmp_path / "reg").fetch(result.registered))
+    assert winner.name == "colog" and winner.fit_report.extra["messages_embedded"] == 0

@@ -271,6 +271,10 @@ def run(args: argparse.Namespace) -> int:
             for ev in w.get("evidence", []):
                 if ev["line"] not in shown:  # a flagged line is printed below, once
                     print(f"    line {ev['index']:>4}  p={ev['probability']:.2f}  {ev['line'][:160]}")
+                near = [c for c in ev.get("context") or [] if c["offset"] != 0]
+                if near:  # context-aware models: the neighbour the verdict leaned on most
+                    c = near[0]
+                    print(f"      attended line {c['offset']:+d} (weight {c['weight']:.2f})  {c['line'][:140]}")
             for al in marked:
                 where = origins(al["index"])
                 ref = f"{where[0]}:{where[1]}" if where else f"request line {al['index']}"

@@ -191,7 +191,8 @@ def _score_group(detector: Any, requests: list[dict[str, Any]]) -> list[dict[str
         else:
             explained = {int(i): found[i] for i in marked} if found is not None else {}
         for i, e in explained.items():
-            evidence[i] = [(ev.index, ev.event_id, ev.probability) for ev in e.lines]
+            evidence[i] = [(ev.index, ev.event_id, ev.probability,
+                            [(c.offset, c.line, c.weight) for c in ev.context]) for ev in e.lines]
             if e.features:
                 features[i] = [(f.name, f.value, f.shap) for f in e.features]
     ms = round((time.perf_counter() - t0) * 1e3, 3)
@@ -570,7 +571,9 @@ class Ingress:
             if found is not None:
                 w["evidence"] = [
                     {"index": idx, "line": window_lines[i][idx], "event_id": eid, "probability": round(p, 6)}
-                    for idx, eid, p in found[:max_evidence]
+                    | ({"context": [{"offset": o, "line": text, "weight": round(cw, 6)} for o, text, cw in ctx]}
+                       if ctx else {})
+                    for idx, eid, p, ctx in found[:max_evidence]
                 ]
                 top = (result.get("features") or [None] * (i + 1))[i]
                 if top:  # feature-based models: what drove the verdict, with SHAP values

@@ -80,11 +80,20 @@ class Summary(BaseModel):
     anomalous_lines: int | None = Field(None, description="Distinct request lines flagged (line-level models only).")
 
 
+class ContextLine(_Strict):
+    offset: int = Field(description="Where the neighbour sits relative to the evidence line in its window "
+                        "(-1: the line before; 0: the line itself).")
+    line: str
+    weight: float = Field(description="Attention weight of the neighbour; a line's weights sum to 1.")
+
+
 class Evidence(_Strict):
     index: int = Field(description="Position of the line in its window.")
     line: str
     event_id: int
     probability: float
+    context: list[ContextLine] | None = Field(None, description="Context-aware models (colog): the neighbouring "
+                                              "lines the verdict attended to, strongest first.")
 
 
 class AnomalousLine(_Strict):
