@@ -59,7 +59,7 @@ def hdfs_windows(num_normal: int = 600, num_abnormal: int = 100, seed: int = 0) 
 
 def test_protocol_registry():
     assert set(available_protocols()) >= {"chronological", "fastlogad", "random-session", "leave-one-source-out"}
-    with pytest.raises(UnknownNameError, match="known: chronological, fastlogad, leave-one-source-out, random-session"):
+    with pytest.raises(UnknownNameError, match="known: chronological, fastlogad, leave-one-source-out, random-lines, random-session"):
         split_windows(hdfs_windows(), "no-such-protocol")
 
 
@@ -281,3 +281,28 @@ def test_train_command_errors(tmp_path, capsys):
               str(tmp_path / "m"), "--config", str(bad)])
     with pytest.raises(UnknownNameError, match="known: .*fastlogad"):
         _cli(["train", "--method", "nope", "--windows", str(windows), "--output", str(tmp_path / "m")])
+
+
+def test_random_lines_split_is_stratified_and_keeps_every_window_for_context():
+    from logad.evaluation.splits import split_windows
+
+    rng = np.random.default_rng(0)
+    n = 50
+    labels = [[int(v) for v in rng.random(10) < 0.2] for _ in range(n)]
+    frame = pd.DataFrame({
+        "window_id": [f"w{i}" for i in range(n)], "event_ids": [[1] * 10] * n,
+        "line_files": [["a.log"] * 10] * n, "line_numbers": [list(range(10 * i + 1, 10 * i + 11)) for i in range(n)],
+        "line_labels": labels, "label": pd.array([max(x) for x in labels], dtype="Int8"),
+    })
+    split = split_windows(frame, "random-lines", supervised=True, seed=100)
+    parts = [split.train, split.val, split.test]
+    owned = [{(n_, v) for r in p.itertuples() for n_, v in zip(r.line_numbers, r.line_labels, strict=True)
+              if v is not None} for p in parts]
+    # each labelled line in exactly one part, the parts 60/20/20 of each class
+    assert sum(len(o) for o in owned) == n * 10 and len(set().union(*owned)) == n * 10
+    total = np.array([v for r in labels for v in r])
+    for value in (0, 1):
+        shares = [sum(1 for _, v in o if v == value) / (total == value).sum() for o in owned]
+        np.testing.assert_allclose(shares, [0.6, 0.2, 0.2], atol=0.02)
+    assert len(split.train) == n and len(split.val) == n  # every window, for the lines' context
+    assert "leaky" in split.description

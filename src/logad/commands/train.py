@@ -32,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--output", "-o", required=True, metavar="MODEL_DIR", help="where to write the model")
     p.add_argument(
         "--protocol", default=DEFAULT_PROTOCOL, metavar="P",
-        help=f"split protocol: chronological, fastlogad, random-session or leave-one-source-out "
+        help=f"split protocol: chronological, fastlogad, random-session, random-lines (CoLog's, leaky) or "
+        f"leave-one-source-out "
         f"(default {DEFAULT_PROTOCOL})",
     )
     p.add_argument(

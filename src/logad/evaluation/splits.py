@@ -33,6 +33,10 @@ dropped from validation and test, where they cannot be scored honestly.
   missing times is refused (use ``chronological``, which splits such tables).
 * ``random-session``: a seeded shuffle of sessions into train/val/test by
   fraction, for independent sessions (HDFS blocks) only.
+* ``random-lines`` (the CoLog authors'): labelled lines at random, stratified by
+  label, 60/20/20; every part keeps every window with only its own lines'
+  labels, so a line keeps its true context, which crosses the cut. Leaky: for
+  standing beside the authors' figures, never a headline.
 * ``leave-one-source-out``: one whole source (``holdout``) is the test part; its
   windows never train or validate, so the figures say how a model does on logs
   of a kind it has never seen. A window's source is its ``source`` column when
@@ -379,6 +383,85 @@ def random_session(
     test, test_unlabelled = _labelled(df.iloc[perm[n_train + n_val :]].reset_index(drop=True))
     return Split(train, val, test, {
         "train_fraction": train_fraction, "val_fraction": val_fraction,
+        "num_dropped_train_anomalies": dropped_train + dropped_val,
+        "num_dropped_unlabelled_test": test_unlabelled,
+    })
+
+
+@register_protocol("random-lines")
+def random_lines(
+    windows: pd.DataFrame,
+    *,
+    supervised: bool = False,
+    seed: int = 0,
+    train_fraction: float = 0.6,
+    val_fraction: float = 0.2,
+) -> Split:
+    """The CoLog authors' protocol: labelled lines at random, stratified by label, into
+    train/val/test (60/20/20; they drew with seed 100).
+
+    Every part holds every window, with only its own lines' labels (the others null), so
+    a line is judged with its true neighbours wherever they fell: a test line's context
+    holds training lines. Leaky by construction, as the authors' figures are; reported
+    beside the chronological split, never as a headline. A window's label in a part is
+    the max of that part's line labels in it (null where it has none). Lines are keyed
+    by file and line number where the table has them, so a line in two windows goes to
+    one part.
+    """
+    _fraction("train_fraction", train_fraction)
+    _fraction("val_fraction", val_fraction)
+    if train_fraction + val_fraction >= 1:
+        raise ConfigError("train_fraction + val_fraction must be < 1 to leave a test part")
+    if "line_labels" not in windows:
+        raise DataError("the random-lines protocol splits labelled lines; this table has no line_labels "
+                        "(ingest a source whose config labels lines)")
+    df = windows.reset_index(drop=True)
+    counts = np.fromiter((len(x) for x in df["event_ids"]), np.int64, len(df))
+    win = np.repeat(np.arange(len(df)), counts)
+    pos = np.arange(int(counts.sum())) - np.repeat(np.concatenate(([0], np.cumsum(counts)[:-1])), counts)
+
+    def flat(column: str) -> list[Any]:
+        out: list[Any] = []
+        for values, n in zip(df[column] if column in df else [None] * len(df), counts, strict=True):
+            out.extend(values if values is not None and len(values) == n else [None] * int(n))
+        return out
+
+    labels = pd.to_numeric(pd.Series(flat("line_labels"), dtype=object), errors="coerce").to_numpy(np.float64)
+    files, numbers = flat("line_files"), flat("line_numbers")
+    keys = pd.Series([(f, n) if f is not None and n is not None else ("\x00", w, p)
+                      for f, n, w, p in zip(files, numbers, win.tolist(), pos.tolist(), strict=True)], dtype=object)
+    codes, uniques = pd.factorize(keys)
+    key_label = np.full(len(uniques), np.nan)
+    known = ~np.isnan(labels)
+    key_label[codes[known]] = labels[known]
+    part = np.full(len(uniques), -1, dtype=np.int64)  # 0 train, 1 val, 2 test, -1 unlabelled
+    rng = np.random.default_rng(seed)
+    for value in (0.0, 1.0):  # stratified: each class cut at the same fractions
+        members = rng.permutation(np.flatnonzero(key_label == value))
+        a = int(round(train_fraction * len(members)))
+        b = a + int(round(val_fraction * len(members)))
+        part[members[:a]], part[members[a:b]], part[members[b:]] = 0, 1, 2
+    line_part = part[codes]
+    bounds = np.concatenate(([0], np.cumsum(counts)))
+
+    def view(k: int) -> pd.DataFrame:
+        mine = np.where(line_part == k, labels, np.nan)
+        out = df.copy()
+        out["line_labels"] = [[None if np.isnan(v) else int(v) for v in mine[a:b]]
+                              for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        window_label = [np.nanmax(mine[a:b]) if b > a and not np.isnan(mine[a:b]).all() else np.nan
+                        for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        out["label"] = pd.array([None if np.isnan(v) else int(v) for v in window_label], dtype="Int8")
+        return out
+
+    train, dropped_train = _normal_only(view(0), supervised)
+    val, dropped_val = _normal_only(view(1), supervised)
+    test, test_unlabelled = _labelled(view(2))
+    return Split(train, val, test, {
+        "train_fraction": train_fraction, "val_fraction": val_fraction,
+        "num_train_lines": int((part == 0).sum()), "num_val_lines": int((part == 1).sum()),
+        "num_test_lines": int((part == 2).sum()),
+        "leaky": "a test line is judged with its neighbours, which are mostly training lines",
         "num_dropped_train_anomalies": dropped_train + dropped_val,
         "num_dropped_unlabelled_test": test_unlabelled,
     })
