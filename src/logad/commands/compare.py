@@ -64,11 +64,13 @@ def _row(result: dict[str, Any], threshold: float, train_s: float, infer_ms: flo
 
 def compare_methods(windows, methods: list[str], protocol: str, split_params: dict[str, Any], seeds: list[int],
                     configs: dict[str, dict[str, Any]], *, device: str | None = None, keep_scores: bool = False,
-                    log=print) -> dict[str, Any]:
+                    keep_fits: bool = False, log=print) -> dict[str, Any]:
     """Fit and score every method per seed on one split; returns per-run figures and aggregates.
 
     Line-level methods are also scored per line; where the test part labels lines, their
     line figures are under ``lines`` (``runs`` and ``aggregate``, as for windows).
+    ``keep_fits`` keeps each fit's report extras (per method, a list over seeds) under
+    ``fits``: how a method chose its threshold and what it found on the way.
     """
     from logad.errors import DataError
     from logad.evaluation.lines import evaluate_lines, line_frame
@@ -82,6 +84,7 @@ def compare_methods(windows, methods: list[str], protocol: str, split_params: di
     runs: dict[str, list[dict[str, float]]] = {}
     line_runs: dict[str, list[dict[str, float]]] = {}
     kept: dict[int, dict[str, Any]] = {}
+    fits: dict[str, list[dict[str, Any]]] = {}
     for seed in seeds:
         splits: dict[bool, Any] = {}
         for name, cls in classes.items():
@@ -99,8 +102,10 @@ def compare_methods(windows, methods: list[str], protocol: str, split_params: di
                 raw["show_progress"] = False
             det = cls(raw)
             t0 = time.perf_counter()
-            det.fit(split.train, split.val, progress=False)
+            report = det.fit(split.train, split.val, progress=False)
             train_s = time.perf_counter() - t0
+            if keep_fits:
+                fits.setdefault(name, []).append(dict(report.extra))
             t0 = time.perf_counter()
             if det.line_level:  # an instance's answer: a model may score lines only when trained on them
                 scores, line_scores = det.score_with_lines(split.test)
@@ -135,6 +140,8 @@ def compare_methods(windows, methods: list[str], protocol: str, split_params: di
         out["lines"] = {"runs": line_runs, "aggregate": {k: aggregate_runs(v) for k, v in line_runs.items()}}
     if keep_scores:
         out["scores"] = kept
+    if keep_fits:
+        out["fits"] = fits
     return out
 
 
