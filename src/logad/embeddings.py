@@ -28,10 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from logad.errors import DataError
 
-__all__ = ["DIMENSION", "MODEL_NAME", "EmbeddingCache", "SbertEmbedder", "content_key", "load_sbert"]
+__all__ = ["DIMENSION", "MODEL_NAME", "EmbeddingCache", "SbertEmbedder", "content_key", "load_sbert",
+           "texts_to_embed"]
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 DIMENSION = 384
@@ -39,6 +41,26 @@ VECTORS_FILE = "embeddings.safetensors"
 KEYS_FILE = "embeddings.json"
 _MODELS: dict[str, Any] = {}
 _LOCK = threading.Lock()
+
+
+NUMBERS = r"[0-9A-Fa-f]*[0-9][0-9A-Fa-f]*"
+"""A run of digits with the hex letters around it: what :func:`texts_to_embed` masks."""
+
+
+def texts_to_embed(messages: pa.Array | Sequence[str | None], how: str = "message") -> list[str]:
+    """The text embedded for each message: the message itself (``message``), or with every run
+    of digits and the hex letters around it replaced by ``0`` (``masked``: ``sshd[8057]:
+    session opened`` → ``sshd[0]: session opened``, one vector per message shape); null as
+    empty."""
+    import pyarrow.compute as pc
+
+    arr = messages if isinstance(messages, pa.Array | pa.ChunkedArray) else pa.array(list(messages), pa.string())
+    text = pc.fill_null(arr, "")
+    if how == "masked":
+        text = pc.replace_substring_regex(text, NUMBERS, "0")
+    elif how != "message":
+        raise ValueError(f"unknown text kind {how!r}; known: message, masked")
+    return text.to_pylist()
 
 
 def content_key(text: str) -> str:
