@@ -717,6 +717,18 @@ def classical_loso_headline(runs: list[Run]) -> str:
             f"(unseen {m['unseen']['f1']:.3f}; report 0.838 on its own)")
 
 
+def colog_headline(runs: list[Run]) -> str:
+    rows = {(r["dataset"], r["protocol"]): r for r in figures(runs[-1])["rows"]}
+    parts = []
+    for key, label in ((("forensic", "chronological"), "forensic line F1 {:.3f} chronological"),
+                       (("forensic", "leave-one-source-out"), "{:.3f} held-out host"),
+                       (("forensic", "random-lines"), "{:.3f} authors' split")):
+        f1 = rows.get(key, {}).get("line", {}).get("colog", {}).get("f1")
+        if f1 is not None:
+            parts.append(label.format(f1))
+    return ", ".join(parts) or "–"
+
+
 def hostile_ingest_headline(runs: list[Run]) -> str:
     f = figures(runs[-1])
     return (f"{f['hostile_inputs']} hostile inputs: {f['crashes']} crashes, {f['good_lines_lost']} of "
@@ -746,6 +758,7 @@ RENDERERS: dict[str, Renderer] = {
     "serve_load": Renderer(serve_load_body, serve_load_headline, serve_load_notes),
     "classical": Renderer(generic_body, classical_headline),
     "classical_loso": Renderer(generic_body, classical_loso_headline),
+    "colog": Renderer(generic_body, colog_headline),
     "hostile_ingest": Renderer(generic_body, hostile_ingest_headline),
     "serve_faults": Renderer(generic_body, serve_faults_headline),
     "serve_hostile": Renderer(generic_body, serve_hostile_headline),
