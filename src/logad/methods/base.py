@@ -58,8 +58,10 @@ __all__ = [
     "get_method",
     "load_detector",
     "read_artifact_header",
+    "read_fitted_state",
     "register_method",
     "write_artifact_header",
+    "write_fitted_state",
 ]
 
 ARTIFACT_FORMAT_VERSION = 1
@@ -417,6 +419,46 @@ def read_artifact_header(path: str | Path, method: str | None = None) -> dict[st
     if method is not None and header["method"] != method:
         raise DataError(f"{file} holds a {header['method']!r} model, not {method!r}")
     return header
+
+
+# -- fitted state -------------------------------------------------------------------------------
+
+STATE_FILE = "state.json"
+
+
+def write_fitted_state(path: str | Path, detector: Detector, **extra: Any) -> None:
+    """Write ``path/state.json``: the detector's thresholds, how they were chosen, ``extra``
+    (method state such as the level it was trained at) and its fit report."""
+    report = getattr(detector, "fit_report", None)
+    state = {"threshold": detector._threshold, "line_threshold": detector._line_threshold,
+             "threshold_strategy": getattr(detector, "threshold_strategy", ""), **extra,
+             "fit_report": report.to_dict() if report else None}
+    (Path(path) / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+
+
+def read_fitted_state(path: str | Path, detector: Detector, *, levels: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Read ``path/state.json`` into ``detector`` (thresholds, threshold strategy, fit report)
+    and return it, for the method's own keys.
+
+    Raises:
+        DataError: the file is missing or malformed, has no numeric threshold, or (with
+            ``levels``) no ``level`` among them.
+    """
+    from logad.methods._events import read_state
+
+    file = Path(path) / STATE_FILE
+    state = read_state(file)
+    if not isinstance(state.get("threshold"), int | float):
+        raise DataError(f"{file} needs a numeric 'threshold'")
+    if levels and state.get("level") not in levels:
+        raise DataError(f"{file} needs a 'level' ({' or '.join(levels)})")
+    detector._threshold = float(state["threshold"])
+    line = state.get("line_threshold")
+    detector._line_threshold = float(line) if isinstance(line, int | float) else None
+    detector.threshold_strategy = str(state.get("threshold_strategy", ""))  # type: ignore[attr-defined]
+    if state.get("fit_report"):
+        detector.fit_report = FitReport.from_dict(state["fit_report"])  # type: ignore[attr-defined]
+    return state
 
 
 # -- registry -----------------------------------------------------------------------------------

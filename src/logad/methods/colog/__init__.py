@@ -40,7 +40,6 @@ read.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -53,7 +52,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from logad.embeddings import DIMENSION, EmbeddingCache, texts_to_embed
 from logad.errors import DataError
-from logad.methods._events import read_state
 from logad.methods._lines import LineBatch, context_index, flatten_lines, window_max
 from logad.methods._sampling import SAMPLERS, make_sampler
 from logad.methods._thresholds import best_f1_cut
@@ -66,8 +64,10 @@ from logad.methods.base import (
     WindowExplanation,
     as_windows_frame,
     read_artifact_header,
+    read_fitted_state,
     register_method,
     write_artifact_header,
+    write_fitted_state,
 )
 
 __all__ = ["CoLog", "CoLogConfig", "collective_classes"]
@@ -671,10 +671,7 @@ class CoLog(Detector):
         save_file({k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()},
                   str(out / WEIGHTS_FILE))
         self.cache.head(self._own_vectors).save(out)
-        state = {"threshold": self._threshold, "line_threshold": self._line_threshold, "level": self.level,
-                 "threshold_strategy": self.threshold_strategy,
-                 "fit_report": self.fit_report.to_dict() if self.fit_report else None}
-        (out / "state.json").write_text(json.dumps(state, indent=2) + "\n")
+        write_fitted_state(out, self, level=self.level)
 
     @classmethod
     def load(cls, path: str | Path) -> CoLog:
@@ -684,9 +681,7 @@ class CoLog(Detector):
         root = Path(path)
         header = read_artifact_header(root, cls.name)
         det = cls(header["config"])
-        state = read_state(root / "state.json")
-        if not isinstance(state.get("threshold"), int | float) or state.get("level") not in ("line", "window"):
-            raise DataError(f"{root / 'state.json'} needs a numeric 'threshold' and a 'level' (line or window)")
+        state = read_fitted_state(root, det, levels=("line", "window"))
         det.cache = EmbeddingCache.load(root, batch_size=det.config.embed_batch_size)
         det._own_vectors = len(det.cache)
         det.net = det._build()
@@ -697,12 +692,6 @@ class CoLog(Detector):
             raise DataError(f"cannot read the colog weights in {root / WEIGHTS_FILE}: {exc}") from exc
         det.net.to(det.device).eval()
         det.level = state["level"]
-        det.threshold_strategy = str(state.get("threshold_strategy", ""))
-        det._threshold = float(state["threshold"])
-        lt = state.get("line_threshold")
-        det._line_threshold = float(lt) if isinstance(lt, int | float) else None
-        if state.get("fit_report"):
-            det.fit_report = FitReport.from_dict(state["fit_report"])
         return det
 
 
