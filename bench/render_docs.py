@@ -718,15 +718,13 @@ def classical_loso_headline(runs: list[Run]) -> str:
 
 
 def colog_headline(runs: list[Run]) -> str:
-    rows = {(r["dataset"], r["protocol"]): r for r in figures(runs[-1])["rows"]}
     parts = []
-    for key, label in ((("forensic", "chronological"), "forensic line F1 {:.3f} chronological"),
-                       (("forensic", "leave-one-source-out"), "{:.3f} held-out host"),
-                       (("forensic", "random-lines"), "{:.3f} authors' split")):
-        f1 = rows.get(key, {}).get("line", {}).get("colog", {}).get("f1")
+    for r in figures(runs[-1])["rows"]:
+        f1 = r.get("line", {}).get("colog", {}).get("f1")
         if f1 is not None:
-            parts.append(label.format(f1))
-    return ", ".join(parts) or "–"
+            where = r["protocol"] if r["protocol"] != "leave-one-source-out" else "held-out host"
+            parts.append(f"{r['dataset']} {where} {f1:.3f}")
+    return ("CoLog line F1: " + ", ".join(parts)) if parts else "–"
 
 
 def hostile_ingest_headline(runs: list[Run]) -> str:
@@ -764,7 +762,7 @@ RENDERERS: dict[str, Renderer] = {
     "serve_hostile": Renderer(generic_body, serve_hostile_headline),
 }
 # Results files of one kind: compare_methods_hdfs.json, serve_latency_threads0.json, ...
-KIND_PREFIXES = {"compare_methods_": "compare_methods", "serve_latency_threads": "serve_latency",
+KIND_PREFIXES = {"compare_methods_": "compare_methods", "colog": "colog", "serve_latency_threads": "serve_latency",
                  "serve_faults": "serve_faults"}
 ORDER = ("ingest_throughput", "ingest_multinode", "parsing_accuracy", "fastlogad", "compare_methods",
          "tune_throughput", "serve_latency", "serve_load")
