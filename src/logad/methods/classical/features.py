@@ -63,7 +63,7 @@ import pyarrow.compute as pc
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from logad.embeddings import DIMENSION, VECTORS_FILE, EmbeddingCache
+from logad.embeddings import DIMENSION, NUMBERS, VECTORS_FILE, EmbeddingCache
 from logad.errors import DataError
 from logad.methods._lines import LineBatch, flatten_lines
 
@@ -79,7 +79,6 @@ _ERROR = r"(?i)\b(error|err|errors)\b"
 _WARN = r"(?i)\b(warn|warning|warnings)\b"
 _FATAL = r"(?i)\b(fatal|crit|critical|panic|emerg|emergency|alert|severe|failure)\b"
 _NON_LETTERS = re.compile(r"[^a-z]+")
-_NUMBERS = r"[0-9A-Fa-f]*[0-9][0-9A-Fa-f]*"  # a run of digits with the hex letters around it
 UNSEEN_CACHE_LIMIT = 50_000
 """Vectors of messages first met after fitting that a featurizer keeps at most (then starts afresh)."""
 
@@ -129,9 +128,11 @@ def _letters_only(text: str) -> str:
 def sbert_texts(messages: pa.Array, how: str = "masked") -> pa.Array:
     """The text the ``sbert`` group embeds for each message: with every run of digits and the
     hex letters around it replaced by ``0`` (``masked``: ``blk_-4394 src: /10.2.1.4:50010``
-    → ``blk_-0 src: /0.0.0.0:0``), or the message itself (``message``); null as empty."""
+    → ``blk_-0 src: /0.0.0.0:0``), or the message itself (``message``); null as empty. The
+    texts (and so the cache keys) are those of :func:`logad.embeddings.texts_to_embed`, as an
+    Arrow array."""
     text = pc.fill_null(messages, "")
-    return pc.replace_substring_regex(text, _NUMBERS, "0") if how == "masked" else text
+    return pc.replace_substring_regex(text, NUMBERS, "0") if how == "masked" else text
 
 
 def _principal_axes(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
