@@ -47,20 +47,22 @@ NUMBERS = r"[0-9A-Fa-f]*[0-9][0-9A-Fa-f]*"
 """A run of digits with the hex letters around it: what :func:`texts_to_embed` masks."""
 
 
-def texts_to_embed(messages: pa.Array | Sequence[str | None], how: str = "message") -> list[str]:
-    """The text embedded for each message: the message itself (``message``), or with every run
-    of digits and the hex letters around it replaced by ``0`` (``masked``: ``sshd[8057]:
-    session opened`` → ``sshd[0]: session opened``, one vector per message shape); null as
-    empty."""
+def texts_to_embed(messages: pa.Array | pa.ChunkedArray | Sequence[str | None], how: str = "message") -> pa.Array:
+    """The text embedded for each message (an Arrow string array): the message itself
+    (``message``), or with every run of digits and the hex letters around it replaced by
+    ``0`` (``masked``: ``blk_-4394 src: /10.2.1.4:50010`` → ``blk_-0 src: /0.0.0.0:0``, one
+    vector per message shape); null as empty."""
     import pyarrow.compute as pc
 
     arr = messages if isinstance(messages, pa.Array | pa.ChunkedArray) else pa.array(list(messages), pa.string())
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
     text = pc.fill_null(arr, "")
     if how == "masked":
-        text = pc.replace_substring_regex(text, NUMBERS, "0")
-    elif how != "message":
+        return pc.replace_substring_regex(text, NUMBERS, "0")
+    if how != "message":
         raise ValueError(f"unknown text kind {how!r}; known: message, masked")
-    return text.to_pylist()
+    return text
 
 
 def content_key(text: str) -> str:

@@ -326,9 +326,9 @@ def test_sbert_model_save_load_identical_scores_and_embeds_only_unseen_messages(
     np.testing.assert_array_equal(loaded.score_lines(test), det.score_lines(test))
     # the loaded model holds the training and validation vectors: it embeds only the test
     # part's texts that neither part had
-    from logad.methods.classical.features import sbert_texts
+    from logad.embeddings import texts_to_embed
 
-    texts = set(sbert_texts(flatten_lines(test).u_message).to_pylist())
+    texts = set(texts_to_embed(flatten_lines(test).u_message, "masked").to_pylist())
     new = {t for t in texts if t not in kept}
     counts = loaded.featurizer.embedding_counts
     assert counts["misses"] == len(new) and counts["hits"] == len(texts) - len(new)

@@ -63,7 +63,7 @@ import pyarrow.compute as pc
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from logad.embeddings import DIMENSION, NUMBERS, VECTORS_FILE, EmbeddingCache
+from logad.embeddings import DIMENSION, VECTORS_FILE, EmbeddingCache, texts_to_embed
 from logad.errors import DataError
 from logad.methods._lines import LineBatch, flatten_lines
 
@@ -123,16 +123,6 @@ class FeatureConfig(BaseModel):
 
 def _letters_only(text: str) -> str:
     return _NON_LETTERS.sub(" ", text.lower())
-
-
-def sbert_texts(messages: pa.Array, how: str = "masked") -> pa.Array:
-    """The text the ``sbert`` group embeds for each message: with every run of digits and the
-    hex letters around it replaced by ``0`` (``masked``: ``blk_-4394 src: /10.2.1.4:50010``
-    → ``blk_-0 src: /0.0.0.0:0``), or the message itself (``message``); null as empty. The
-    texts (and so the cache keys) are those of :func:`logad.embeddings.texts_to_embed`, as an
-    Arrow array."""
-    text = pc.fill_null(messages, "")
-    return pc.replace_substring_regex(text, NUMBERS, "0") if how == "masked" else text
 
 
 def _principal_axes(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -383,7 +373,7 @@ class Featurizer:
 
     def _distinct_texts(self, messages: pa.Array) -> tuple[list[str], np.ndarray]:
         """The distinct SBERT texts of ``messages`` and, per message, the index of its text."""
-        enc = pc.dictionary_encode(sbert_texts(messages, self.config.sbert_text))
+        enc = pc.dictionary_encode(texts_to_embed(messages, self.config.sbert_text))
         return enc.dictionary.to_pylist(), enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
 
     def _vectors(self, texts: list[str]) -> np.ndarray:

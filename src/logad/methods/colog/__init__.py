@@ -212,7 +212,7 @@ class CoLog(Detector):
                                         adaptation_heads=c.adaptation_heads, classes=self.classes)
 
     def _texts(self, batch: LineBatch) -> list[str]:
-        return texts_to_embed(batch.u_message, self.config.text)
+        return texts_to_embed(batch.u_message, self.config.text).to_pylist()
 
     def _flatten(self, frame: pd.DataFrame) -> LineBatch:
         if self.config.context_by == "window":  # keyed by window and position: the window is the context
