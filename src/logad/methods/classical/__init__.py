@@ -65,8 +65,10 @@ from logad.methods.base import (
     WindowExplanation,
     as_windows_frame,
     read_artifact_header,
+    read_fitted_state,
     register_method,
     write_artifact_header,
+    write_fitted_state,
 )
 from logad.methods.classical.features import (
     DEFAULT_GROUPS,
@@ -473,20 +475,15 @@ class Classical(Detector):
         (out / "features.json").write_text(json.dumps(self.featurizer.to_json()) + "\n")
         self.featurizer.save_embeddings(out)
         self.model.save(out)
-        state = {"threshold": self._threshold, "line_threshold": self._line_threshold, "level": self.level,
-                 "model": self.config.model, "feature_names": self.feature_names, "sampler": self.sampler_used,
-                 "threshold_strategy": getattr(self, "threshold_strategy", ""),
-                 "fit_report": self.fit_report.to_dict() if self.fit_report else None}
-        (out / "state.json").write_text(json.dumps(state, indent=2) + "\n")
+        write_fitted_state(out, self, level=self.level, model=self.config.model, feature_names=self.feature_names,
+                           sampler=self.sampler_used)
 
     @classmethod
     def load(cls, path: str | Path) -> Classical:
         root = Path(path)
         header = read_artifact_header(root, cls.name)
         det = cls(header["config"])
-        state = read_state(root / "state.json")
-        if not isinstance(state.get("threshold"), int | float) or state.get("level") not in ("line", "window"):
-            raise DataError(f"{root / 'state.json'} needs a numeric 'threshold' and a 'level' (line or window)")
+        state = read_fitted_state(root, det, levels=("line", "window"))
         det.featurizer = Featurizer.from_json(det._feature_config(), read_state(root / "features.json"),
                                               det._sbert_device())
         det.featurizer.load_embeddings(root)
@@ -495,12 +492,6 @@ class Classical(Detector):
         det.line_level = det.level == "line"
         det.feature_names = list(state.get("feature_names") or [])
         det.sampler_used = str(state.get("sampler", ""))
-        det.threshold_strategy = str(state.get("threshold_strategy", ""))
-        det._threshold = float(state["threshold"])
-        lt = state.get("line_threshold")
-        det._line_threshold = float(lt) if isinstance(lt, int | float) else None
-        if state.get("fit_report"):
-            det.fit_report = FitReport.from_dict(state["fit_report"])
         return det
 
 
