@@ -97,7 +97,11 @@ def detection(name: str, path: Path, protocol: str, seeds: list[int], holdout: s
     print(f"\n== {name}, {protocol}, seeds {seeds}: {len(windows)} windows", flush=True)
     t = time.perf_counter()
     if protocol == LOSO:
-        result = compare_folds(windows, METHODS, {"holdout": holdout} if holdout else {}, seeds, {}, device="cpu")
+        if holdout:  # one fold
+            one = compare_methods(windows, METHODS, LOSO, {"holdout": holdout}, seeds, {}, device="cpu")
+            result = {**one, "folds": [{**one, "holdout": holdout}]}
+        else:
+            result = compare_folds(windows, METHODS, {}, seeds, {}, device="cpu")
         folds = []
         for f in result["folds"]:
             test = split_windows(windows, LOSO, supervised=True, seed=seeds[0], holdout=f["holdout"]).test
