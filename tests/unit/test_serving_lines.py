@@ -33,7 +33,7 @@ def test_a_line_level_group_gives_each_window_its_flagged_lines(unseen):
     # (position in the window, score) of each line over the line threshold
     assert a["line_hits"] == [[(1, 1.0)], []] and b["line_hits"] == [[(0, 1.0), (1, 1.0)], []]
     # evidence only where asked: the first request's anomalous window
-    assert a["evidence"] == [[(1, 9, 1.0)], None] and b["evidence"] == [None, None]
+    assert a["evidence"] == [[(1, 9, 1.0, [])], None] and b["evidence"] == [None, None]  # (index, id, p, context)
 
 
 def test_a_window_level_group_has_no_line_fields():
@@ -51,7 +51,7 @@ def test_a_window_level_group_has_no_line_fields():
     assert quiet["scores"] == [1.0, 2.0] and quiet["evidence"] == [None, None]
     assert quiet["line_level"] is False and quiet["line_threshold"] is None and quiet["line_hits"] is None
     (loud,) = _score_group(Stub(), [_request([[1], [2, 3]], explain="anomalous", threshold=1.5)])
-    assert loud["evidence"] == [None, [(0, 2, 0.9)]]
+    assert loud["evidence"] == [None, [(0, 2, 0.9, [])]]
 
 
 def test_batches_know_the_file_and_line_of_every_line(tmp_path):
