@@ -27,6 +27,7 @@ import schemathesis
 import zstandard
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
+from schemathesis.specs.openapi.checks import negative_data_rejection
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA_PIPELINES = ROOT / "data_pipelines"
@@ -136,7 +137,10 @@ def test_generated_requests_get_documented_answers_and_no_5xx(api_schema, servic
     @settings(max_examples=25, deadline=None, database=None, derandomize=True,
               suppress_health_check=list(HealthCheck))
     def check(case):
-        status = case.call_and_validate(headers=service.auth, timeout=60).status_code
+        # a text/plain body is any text: a "type-violating" value serialised to text (`false`)
+        # is a valid one-line log, so refusing it is not expected of the service
+        excluded = [negative_data_rejection] if getattr(case, "media_type", None) == "text/plain" else []
+        status = case.call_and_validate(headers=service.auth, timeout=60, excluded_checks=excluded).status_code
         seen = CASES.setdefault(key, {})
         seen[status] = seen.get(status, 0) + 1
 

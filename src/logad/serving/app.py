@@ -482,6 +482,9 @@ class Ingress:
         max_evidence: Annotated[int, Query(ge=0, le=100, description="evidence lines per window")] = 5,
     ) -> JSONResponse:
         t0 = time.perf_counter()
+        unknown = sorted(set(request.query_params) - {"explain", "max_evidence"})
+        if unknown:  # a misspelt parameter must not be ignored silently
+            return _error(422, f"unknown query parameter(s) {unknown[:5]}; known: explain, max_evidence")
         try:
             return await self._detect(source, request, explain, max_evidence, t0)
         except BodyError as exc:
