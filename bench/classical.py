@@ -167,6 +167,10 @@ def in_source(name: str, path: Path, protocol: str) -> dict[str, Any]:
         "classical_fit": {k: v for k, v in result["fits"]["classical"][0].items()
                           if k in ("num_features", "threshold_strategy", "cross_source_f1", "sbert_messages_kept")},
     }
+    fit = out["classical_fit"]
+    if isinstance(fit.get("cross_source_f1"), dict):  # sources by their path relative to the repo
+        fit["cross_source_f1"] = {os.path.relpath(k, ROOT) if os.path.isabs(k) else k: v
+                                  for k, v in fit["cross_source_f1"].items()}
     if name == "bgl":
         out["anomaly_categories"] = {"train": bgl_categories(sup.train), "val": bgl_categories(sup.val),
                                      "test": bgl_categories(sup.test)}

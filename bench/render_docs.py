@@ -700,6 +700,15 @@ def generic_headline(runs: list[Run]) -> str:
 GENERIC = Renderer(generic_body, generic_headline)
 
 
+def first_table_body(runs: list[Run]) -> str:
+    """A variant run's first table of what its script printed (the rest stays in its results
+    file): enough to set its figures beside the default configuration's section."""
+    lines = generic_body(runs).splitlines()
+    start = next((i for i, ln in enumerate(lines) if ln.startswith("|")), 0)
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return "\n".join(lines[:end]) + "\n\nThe other tables of this run are in its results file.\n"
+
+
 # Benchmarks shown through the Markdown their scripts print, with a headline of their own.
 
 
@@ -755,6 +764,7 @@ RENDERERS: dict[str, Renderer] = {
     "serve_latency": Renderer(serve_latency_body, serve_latency_headline, serve_latency_notes),
     "serve_load": Renderer(serve_load_body, serve_load_headline, serve_load_notes),
     "classical": Renderer(generic_body, classical_headline),
+    "classical_variant": Renderer(first_table_body, classical_headline),
     "classical_loso": Renderer(generic_body, classical_loso_headline),
     "colog": Renderer(generic_body, colog_headline),
     "hostile_ingest": Renderer(generic_body, hostile_ingest_headline),
@@ -762,7 +772,7 @@ RENDERERS: dict[str, Renderer] = {
     "serve_hostile": Renderer(generic_body, serve_hostile_headline),
 }
 # Results files of one kind: compare_methods_hdfs.json, serve_latency_threads0.json, ...
-KIND_PREFIXES = {"compare_methods_": "compare_methods", "colog": "colog", "serve_latency_threads": "serve_latency",
+KIND_PREFIXES = {"compare_methods_": "compare_methods", "colog": "colog", "classical_with": "classical_variant", "serve_latency_threads": "serve_latency",
                  "serve_faults": "serve_faults"}
 ORDER = ("ingest_throughput", "ingest_multinode", "parsing_accuracy", "fastlogad", "compare_methods",
          "tune_throughput", "serve_latency", "serve_load")
