@@ -204,3 +204,19 @@ def hadoop_folder(work: Path = SCRATCH) -> Path:
         print("$", " ".join(cmd[1:]), flush=True)
         subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     return out
+
+
+def classical_variant(config: dict[str, Any]) -> tuple[str, str]:
+    """How a classical config differs from the default feature groups: a file-name tag
+    (``with_sbert``, ``without_tfidf``, ``..._pc32``; empty for the defaults) and the same in
+    words for a title (``+sbert, -tfidf``)."""
+    from logad.methods.classical.features import DEFAULT_GROUPS
+
+    groups = config.get("feature_groups", list(DEFAULT_GROUPS))
+    added = [g for g in groups if g not in DEFAULT_GROUPS]
+    dropped = [g for g in DEFAULT_GROUPS if g not in groups]
+    tag = "_".join([f"with_{g}" for g in added] + [f"without_{g}" for g in dropped])
+    if "sbert" in groups and config.get("sbert_components"):
+        tag += f"_pc{config['sbert_components']}"
+        added.append(f"sbert_components {config['sbert_components']}")
+    return tag, ", ".join([f"+{g}" for g in added] + [f"-{g}" for g in dropped])

@@ -62,7 +62,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from _common import DATASETS, ROOT, forensic_folder, record  # noqa: E402
+from _common import DATASETS, ROOT, classical_variant, forensic_folder, record  # noqa: E402
 from _common import ingest as _ingest  # noqa: E402
 
 WORK = ROOT / "bench" / "scratch"
@@ -523,19 +523,11 @@ def unseen_source(rows: list[dict]) -> dict[str, float]:
 def results_name() -> tuple[str, str]:
     """The results file and title of this run: classical.json for the default feature groups,
     classical_with_G[_without_H].json for others."""
-    from logad.methods.classical.features import DEFAULT_GROUPS
-
-    groups = CLASSICAL.get("feature_groups", list(DEFAULT_GROUPS))
-    added = [g for g in groups if g not in DEFAULT_GROUPS]
-    dropped = [g for g in DEFAULT_GROUPS if g not in groups]
-    tag = "_".join([f"with_{g}" for g in added] + [f"without_{g}" for g in dropped])
-    if "sbert" in groups and CLASSICAL.get("sbert_components"):
-        tag += f"_pc{CLASSICAL['sbert_components']}"
-        added.append(f"sbert_components {CLASSICAL['sbert_components']}")
+    tag, words = classical_variant(CLASSICAL)
     title = "Classical pipeline: in-source, leave-one-source-out and serving latency"
     if not tag:
         return "classical.json", title
-    return f"classical_{tag}.json", title + " (" + ", ".join([f"+{g}" for g in added] + [f"-{g}" for g in dropped]) + ")"
+    return f"classical_{tag}.json", f"{title} ({words})"
 
 
 def main() -> int:

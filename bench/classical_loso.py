@@ -44,7 +44,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from _common import DATASETS, ROOT, forensic_folder, hadoop_folder, liberty_windows, record  # noqa: E402
+from _common import (  # noqa: E402
+    DATASETS,
+    ROOT,
+    classical_variant,
+    forensic_folder,
+    hadoop_folder,
+    liberty_windows,
+    record,
+)
 from _common import ingest as _ingest  # noqa: E402
 
 WORK = ROOT / "bench" / "scratch" / "loso"
@@ -228,19 +236,13 @@ def main() -> None:
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
     from logad.methods.classical import ClassicalConfig
-    from logad.methods.classical.features import DEFAULT_GROUPS
 
     if args.feature_groups:
         CLASSICAL["feature_groups"] = args.feature_groups
     if args.sbert_components is not None:
         CLASSICAL["sbert_components"] = args.sbert_components
-    groups = ClassicalConfig(**CLASSICAL).feature_groups  # unknown groups fail here, not an hour in
-    added = [g for g in groups if g not in DEFAULT_GROUPS]
-    dropped = [g for g in DEFAULT_GROUPS if g not in groups]
-    tag = "_".join([f"with_{g}" for g in added] + [f"without_{g}" for g in dropped])
-    if "sbert" in groups and CLASSICAL.get("sbert_components"):
-        tag += f"_pc{CLASSICAL['sbert_components']}"
-        added.append(f"sbert_components {CLASSICAL['sbert_components']}")
+    ClassicalConfig(**CLASSICAL)  # unknown groups fail here, not an hour in
+    tag, words = classical_variant(CLASSICAL)
     t = time.perf_counter()
     dirs = source_dirs()
     caps = {k: int(v) for k, v in (a.split("=", 1) for a in args.max_windows)}
@@ -265,8 +267,7 @@ def main() -> None:
     m = figures["mean"]["classical"]
     figures["headline"] = (f"mean window F1 {_f(m['f1'])}%, line F1 {_f(m['line_f1'])}% over {len(rows)} "
                            "held-out sources")
-    record(f"Classical, leave one source out (six sources; {', '.join([f'+{g}' for g in added] + [f'-{g}' for g in dropped])})",
-           md, figures, f"classical_loso_{tag}.json")
+    record(f"Classical, leave one source out (six sources; {words})", md, figures, f"classical_loso_{tag}.json")
 
 
 if __name__ == "__main__":

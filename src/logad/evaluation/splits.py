@@ -420,14 +420,11 @@ def random_lines(
     win = np.repeat(np.arange(len(df)), counts)
     pos = np.arange(int(counts.sum())) - np.repeat(np.concatenate(([0], np.cumsum(counts)[:-1])), counts)
 
-    def flat(column: str) -> list[Any]:
-        out: list[Any] = []
-        for values, n in zip(df[column] if column in df else [None] * len(df), counts, strict=True):
-            out.extend(values if values is not None and len(values) == n else [None] * int(n))
-        return out
+    from logad.evaluation.lines import _flat
 
-    labels = pd.to_numeric(pd.Series(flat("line_labels"), dtype=object), errors="coerce").to_numpy(np.float64)
-    files, numbers = flat("line_files"), flat("line_numbers")
+    labels = pd.to_numeric(pd.Series(_flat(df, "line_labels", counts, None), dtype=object),
+                           errors="coerce").to_numpy(np.float64)
+    files, numbers = _flat(df, "line_files", counts, None), _flat(df, "line_numbers", counts, None)
     keys = pd.Series([(f, n) if f is not None and n is not None else ("\x00", w, p)
                       for f, n, w, p in zip(files, numbers, win.tolist(), pos.tolist(), strict=True)], dtype=object)
     codes, uniques = pd.factorize(keys)

@@ -219,13 +219,12 @@ class CoLog(Detector):
             frame = frame.drop(columns=[c for c in ("line_files", "line_numbers") if c in frame])
         return flatten_lines(frame)
 
-    def _lines(self, frame: pd.DataFrame, *, embed: bool = True) -> _Lines:
+    def _lines(self, frame: pd.DataFrame) -> _Lines:
         batch = self._flatten(frame)
         texts = self._texts(batch)
         if self.is_fitted and len(self.cache) > self._own_vectors + self.config.scoring_cache_size:
             self.cache.truncate(self._own_vectors)  # bounded: a service meets endless new messages
-        if embed:
-            self.cache.ensure(texts, ray_above=self.config.ray_embed_above)
+        self.cache.ensure(texts, ray_above=self.config.ray_embed_above)
         return _Lines(batch, self.cache.rows(texts), self.config.context)
 
     @classmethod
@@ -234,9 +233,9 @@ class CoLog(Detector):
         parts, embedded once (Ray Data actors for large tables) for every trial."""
         c = cls.make_config(config)
         cache = EmbeddingCache(batch_size=c.embed_batch_size)
+        det = cls(c)
         for part in (train, val):
             if len(part):
-                det = cls(c)
                 cache.ensure(det._texts(det._flatten(as_windows_frame(part))), ray_above=c.ray_embed_above)
         cache.hits = cache.misses = 0
         return cache
@@ -593,27 +592,6 @@ class CoLog(Detector):
 
     def score_lines(self, windows: pd.DataFrame | pa.Table) -> np.ndarray:
         return self.score_with_lines(windows)[1]
-
-    def attention(self, windows: pd.DataFrame | pa.Table) -> tuple[np.ndarray, np.ndarray]:
-        """Per line (window order, as :meth:`score_lines`): the semantic encoder's last-layer
-        attention over the line's context positions (n, 2w+1; zero at padding) and the
-        balancing layer's weights of the two modalities (n, 2)."""
-        import torch
-
-        self._check_model()
-        lines = self._lines(as_windows_frame(windows))
-        matrix = self._matrix()
-        att, bal = [], []
-        with torch.no_grad():
-            for a in range(0, len(lines.rows), self.config.score_batch_size):
-                b = a + self.config.score_batch_size
-                _, w, m = self.net(*self._inputs(matrix, lines.rows[a:b], lines.ctx_rows[a:b]), need_attention=True)
-                att.append(w.float().cpu().numpy())
-                bal.append(m.float().cpu().numpy())
-        width = 2 * self.config.context + 1
-        a_u = np.concatenate(att) if att else np.zeros((0, width))
-        b_u = np.concatenate(bal) if bal else np.zeros((0, 2))
-        return a_u[lines.batch.unique], b_u[lines.batch.unique]
 
     def explain(self, windows: pd.DataFrame | pa.Table) -> list[WindowExplanation]:
         import torch
