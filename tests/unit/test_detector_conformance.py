@@ -33,6 +33,10 @@ TINY_CONFIGS: dict[str, dict] = {
     "classical": dict(n_estimators=20, max_depth=3, cv_folds=2, n_jobs=1, device="cpu", seed=0),
     "colog": dict(hidden=32, layers=1, heads=2, adaptation_heads=1, batch_size=16, epochs=4, patience=4,
                   learning_rate=3e-3, device="cpu", show_progress=False, seed=0),
+    "clad": dict(byte_embedding=8, encoder_width=16, encoder_blocks=2, d_model=16, num_layers=2, num_heads=2,
+                 mlstm_heads=2, mlstm_chunk=16, projection=8, pretrain_epochs=1, epochs=4, patience=4,
+                 batch_size=16, learning_rate=3e-3, max_frame_bytes=512, dict_size_bytes=4096,
+                 device="cpu", show_progress=False, seed=0),
 }
 METHODS = available_methods()
 

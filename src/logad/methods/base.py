@@ -49,6 +49,7 @@ __all__ = [
     "Detector",
     "EpochCallback",
     "FeatureEvidence",
+    "FrameEvidence",
     "FitReport",
     "LineEvidence",
     "WindowExplanation",
@@ -146,6 +147,20 @@ class FeatureEvidence:
 
 
 @dataclass
+class FrameEvidence:
+    """One compressed frame of a window (methods that read compressed frames, CLAD)."""
+
+    index: int
+    """Position of the frame among its window's frames (0-based)."""
+    start_line: int
+    stop_line: int
+    """The window's lines ``[start_line, stop_line)`` the frame holds."""
+    bytes: int
+    """Compressed size."""
+    score: float
+
+
+@dataclass
 class WindowExplanation:
     """Which lines (and, for feature-based methods, which features) drove one window's
     score, strongest first."""
@@ -154,6 +169,8 @@ class WindowExplanation:
     score: float
     lines: list[LineEvidence]
     features: list[FeatureEvidence] = field(default_factory=list)
+    frames: list[FrameEvidence] = field(default_factory=list)
+    """Frame-reading methods: the window's frames, highest score first (the first drove it)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -475,6 +492,7 @@ _BUILTIN_MODULES: dict[str, str] = {
     "deeplog": "logad.methods.deeplog",
     "classical": "logad.methods.classical",
     "colog": "logad.methods.colog",
+    "clad": "logad.methods.clad",
 }
 _builtins_loaded = False
 
