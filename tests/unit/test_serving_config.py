@@ -33,6 +33,22 @@ def test_serve_config_is_a_valid_ray_serve_config_with_valid_app_args():
     assert parse_model_id("my.source@fastlogad/v12") == ("my.source", "fastlogad", 12)
 
 
+def test_a_runtime_env_is_merged_over_the_apps(tmp_path):
+    import yaml
+
+    from logad.serving.local import load_serve_config
+
+    cfg = load_serve_config(ROOT / "serve" / "config.yaml",
+                            runtime_env={"env_vars": {"B": "3"}, "worker_process_setup_hook": "m.f"})
+    assert cfg["applications"][0]["runtime_env"] == {"env_vars": {"B": "3"}, "worker_process_setup_hook": "m.f"}
+    own = tmp_path / "serve.yaml"
+    own.write_text(yaml.safe_dump({"applications": [{
+        "name": "logad", "import_path": "logad.serving.app:build_app",
+        "runtime_env": {"env_vars": {"A": "1", "B": "2"}, "pip": ["x"]}}]}))
+    got = load_serve_config(own, runtime_env={"env_vars": {"B": "3"}})["applications"][0]["runtime_env"]
+    assert got == {"env_vars": {"A": "1", "B": "3"}, "pip": ["x"]}
+
+
 def test_unknown_app_args_are_refused():
     from logad.serving.app import build_app
 

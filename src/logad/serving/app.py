@@ -13,6 +13,12 @@ one batch (``@serve.batch``). A line-level model (``Detector.line_level``)
 also scores every line, and each window lists its lines over the model's
 line threshold, by their position in the request.
 
+A CLAD model also reads compressed frames as a log shipper sends them
+(``POST /v1/sources/{source}/frames``): the frames are found and checked from
+their headers alone (:mod:`logad.serving.frames`) and scored on their bytes,
+with nothing decompressed or parsed; ``GET /v1/sources/{source}/dictionary``
+gives the dictionary and codec settings a shipper compresses with.
+
 Parsing and scoring share a replica on purpose: a second deployment for the
 model costs a Serve hop per request (the windows serialised to another
 process and the answer back), which measured as much as the model itself on
@@ -43,17 +49,23 @@ import pyarrow as pa  # noqa: E402
 from fastapi import Depends, FastAPI, Query, Request  # noqa: E402
 from fastapi import Path as PathParam  # noqa: E402
 from fastapi.exceptions import RequestValidationError  # noqa: E402
-from fastapi.responses import JSONResponse  # noqa: E402
+from fastapi.responses import JSONResponse, Response  # noqa: E402
 from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
 from ray import serve  # noqa: E402
 
 from logad import __version__  # noqa: E402
 from logad.serving.auth import BearerAuth, resolve_token_digest  # noqa: E402
 from logad.serving.body import BodyError, BodyLimits, decode_body  # noqa: E402
+from logad.serving.frames import FrameSpec, frame_body, frame_media_type  # noqa: E402
 from logad.serving.openapi import (  # noqa: E402
     DETECT_REQUEST_BODY,
+    DICTIONARY_HEADERS,
+    FRAMES_ERRORS,
+    FRAMES_REQUEST_BODY,
     SOURCE_NAME_PATTERN,
     DetectResponse,
+    DictionaryResponse,
+    FramesResponse,
     Health,
     SourcesResponse,
     error_responses,
@@ -62,6 +74,7 @@ from logad.serving.openapi import (  # noqa: E402
 __all__ = ["AppArgs", "Ingress", "build_app", "model_id", "parse_model_id"]
 
 ExplainMode = Literal["anomalous", "all", "none"]
+DictionaryFormat = Literal["binary", "json"]
 
 
 def model_id(source: str, method: str, version: int) -> str:
@@ -97,6 +110,8 @@ class AppArgs(BaseModel):
     max_lines: int = Field(200_000, gt=0, description="Most lines in one request (413 above).")
     max_line_chars: int = Field(1 << 20, gt=0, description="Longest line, in characters (413 above); "
                                 "the default is ingest's max_line_bytes, so no line ingest keeps is refused.")
+    max_frames: int = Field(100_000, gt=0, description="Most compressed frames in one request to the frames "
+                            "endpoint (413 above); each frame is also held to its model's max_frame_bytes.")
     api_token_file: str | None = Field(None, description="File holding the bearer token the /v1 API "
                                        "requires (every replica reads it at start); see logad.serving.auth.")
     api_token_sha256: str | None = Field(None, description="SHA-256 (hex) of that token, instead of the "
@@ -221,6 +236,24 @@ def _scoring_columns(method: str, table: Any) -> dict[str, list]:
             col = col.cast(pa.list_(pa.int64()))
         out[name] = col.to_pylist()
     return out
+
+
+def _method_reads_frames(method: str) -> bool:
+    """Whether a registered method scores compressed frames (``score_frames``); True for a
+    name no method has, so that loading the model gives the reason."""
+    from logad.errors import LogadError
+    from logad.methods import get_method
+
+    try:
+        return callable(getattr(get_method(method), "score_frames", None))
+    except LogadError:
+        return True
+
+
+def _no_frames(mv: Any) -> BodyError:
+    return BodyError(409, f"source {mv.source!r} is served by {model_id(mv.source, mv.method, mv.version)}: "
+                          f"method {mv.method!r} reads log text, not compressed frames; post its lines to "
+                          f"/v1/sources/{mv.source}/detect, or serve a clad model for this source")
 
 
 def _method_line_level(method: str) -> bool:
@@ -351,6 +384,9 @@ class Ingress:
                                         "line-level models", tag_keys=("source",))
         self._rejected = Counter("logad_detect_rejected", "requests answered with a 4xx",
                                  tag_keys=("status",))
+        self._frames_in = Counter("logad_detect_frames", "compressed frames scored", tag_keys=("source",))
+        self._anomalous_frames = Counter("logad_detect_anomalous_frames", "compressed frames flagged anomalous",
+                                         tag_keys=("source",))
         # an unusable token setting fails the replica's start, so the deploy fails: never open by mistake
         _auth.configure(resolve_token_digest(self.args.api_token_sha256, self.args.api_token_file),
                         on_reject=lambda: self._rejected.inc(tags={"status": "401"}))
@@ -610,6 +646,173 @@ class Ingress:
                 "total": round((time.perf_counter() - t0) * 1e3, 3),
             },
         })
+
+    # -- compressed frames (CLAD) ------------------------------------------------------------------
+
+    async def _frames_detector(self, mv: Any) -> tuple[str, Any] | JSONResponse:
+        """The serving model of a source that reads frames, or the 503 answer where it cannot
+        be loaded. Raises BodyError 409 where it reads text."""
+        mid = model_id(mv.source, mv.method, mv.version)
+        try:
+            detector = await self.get_model(mid)
+        except Exception as exc:  # noqa: BLE001 - a broken model is the server's problem, not the client's
+            return _error(503, f"cannot serve {mid}: {type(exc).__name__}: {str(exc)[:300]}")
+        if not callable(getattr(detector, "score_frames", None)) or getattr(detector, "codec", None) is None:
+            raise _no_frames(mv)
+        return mid, detector
+
+    async def _frames_source(self, source: str) -> Any:
+        mv = await self._serving(source)
+        if mv is None:
+            raise BodyError(404, f"unknown source {source!r}: no serving model in registry "
+                                 f"{self.registry.root}; GET /v1/sources lists the deployed ones")
+        if not _method_reads_frames(mv.method):  # before the body is read or the model loaded
+            raise _no_frames(mv)
+        return mv
+
+    @api.post(
+        "/v1/sources/{source}/frames",
+        summary="Score compressed frames of one source as they are (CLAD models)",
+        description="Body: zstd frames one after the other (`application/zstd` or "
+        "`application/octet-stream`: a .zst stream of one frame per window or chunk of lines, "
+        "compressed with the source's dictionary from `GET /v1/sources/{source}/dictionary`), or "
+        "JSON `{\"frames\": [{\"id\": \"w1\", \"data\": \"<base64>\"}]}` (`id` optional; the only "
+        "form for a deflate model). The frames are found and checked from their headers (magic "
+        "number, dictionary id, size) and scored by the source's serving model on their compressed "
+        "bytes: nothing on this path decompresses or parses log text. A skippable frame with magic "
+        "0x184D2A5C names the zstd frame after it (its content is the id); other skippable frames "
+        "are skipped. Each frame gets its score, threshold and verdict (`score > threshold`).",
+        dependencies=[Depends(_auth)],
+        response_model=None,
+        openapi_extra={"requestBody": FRAMES_REQUEST_BODY},
+        responses={200: {"model": FramesResponse,
+                         "description": "`source`, `model` (`id`, `method`, `version`, `threshold`), "
+                         "`summary` (`frames`, `anomalous_frames`, `bytes`), `frames` (per frame, in body "
+                         "order: `id`, `offset` in a binary body, `bytes`, `score`, `threshold`, "
+                         "`verdict`) and `timing_ms`"},
+                   **error_responses(400, 401, 404, 409, 413, 415, 422, 503, why=FRAMES_ERRORS)},
+    )
+    async def frames(
+        self,
+        source: Annotated[str, PathParam(description="log source name, as registered",
+                                         pattern=SOURCE_NAME_PATTERN)],
+        request: Request,
+    ) -> JSONResponse:
+        t0 = time.perf_counter()
+        unknown = sorted(request.query_params)
+        if unknown:  # a misspelt parameter must not be ignored silently
+            return _error(422, f"unknown query parameter(s) {[u[:64] for u in unknown[:5]]}; frames takes none")
+        try:
+            return await self._frames(source, request, t0)
+        except BodyError as exc:
+            self._rejected.inc(tags={"status": str(exc.status)})
+            return _error(exc.status, exc.reason)
+
+    async def _frames(self, source: str, request: Request, t0: float) -> JSONResponse:
+        mv = await self._frames_source(source)
+        ctype = request.headers.get("content-type", "")
+        cenc = request.headers.get("content-encoding", "")
+        frame_media_type(ctype, cenc)  # 415 before the body is read
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.limits.max_body_bytes:
+            raise BodyError(413, f"body is {int(declared):,} bytes, over the limit of "
+                                 f"{self.limits.max_body_bytes:,}; send smaller batches")
+        body = await self._read_body(request)
+        t_read = time.perf_counter()
+        loaded = await self._frames_detector(mv)
+        if isinstance(loaded, JSONResponse):
+            return loaded
+        mid, detector = loaded
+        # found and checked from their headers only: nothing here inflates a byte
+        frames = frame_body(body, ctype, cenc, FrameSpec.from_codec(detector.codec),
+                            max_body_bytes=self.limits.max_body_bytes, max_frames=self.args.max_frames)
+        t_check = time.perf_counter()
+        try:  # inline, as detect scores: the model's work holds the GIL anyway
+            scores = np.asarray(detector.score_frames([f.data for f in frames]), dtype=np.float64)
+        except Exception as exc:  # noqa: BLE001 - the model failed on frames that passed every check
+            return _error(503, f"cannot score with {mid}: {type(exc).__name__}: {str(exc)[:300]}")
+        if scores.shape != (len(frames),):
+            return _error(503, f"cannot score with {mid}: {scores.shape} scores for {len(frames)} frames")
+        t_model = time.perf_counter()
+        # the registry's threshold is the served one; the model's own where the manifest has none
+        threshold = mv.threshold if mv.threshold is not None else _finite(float(detector.threshold))
+        out = []
+        flagged = 0
+        for f, score in zip(frames, scores.tolist(), strict=True):
+            anomalous = bool(threshold is not None and score > threshold)
+            flagged += anomalous
+            out.append({"id": f.id, "offset": f.offset, "bytes": len(f.data), "score": _finite(score),
+                        "threshold": threshold, "verdict": "anomalous" if anomalous else "normal"})
+        self._frames_in.inc(len(frames), tags={"source": source})
+        if flagged:
+            self._anomalous_frames.inc(flagged, tags={"source": source})
+        return JSONResponse({
+            "source": source,
+            "model": {"id": mid, "method": mv.method, "version": mv.version, "threshold": threshold},
+            "summary": {"frames": len(frames), "anomalous_frames": flagged,
+                        "bytes": sum(len(f.data) for f in frames)},
+            "frames": out,
+            "timing_ms": {
+                "read": round((t_read - t0) * 1e3, 3),
+                "check": round((t_check - t0) * 1e3, 3),
+                "model": round((t_model - t_check) * 1e3, 3),
+                "total": round((time.perf_counter() - t0) * 1e3, 3),
+            },
+        })
+
+    @api.get(
+        "/v1/sources/{source}/dictionary",
+        summary="The compression dictionary and codec settings of a source's serving model (CLAD)",
+        description="What a log shipper needs to make frames the source's model reads: by default "
+        "the dictionary's raw bytes (`application/octet-stream`, for `zstd -D` or "
+        "`zstandard.ZstdCompressionDict`) with the codec settings in `X-Logad-*` headers; with "
+        "`format=json`, the model's codec.json and the dictionary in base64. The settings are the "
+        "same in both forms, and the headers come with both.",
+        dependencies=[Depends(_auth)],
+        response_model=None,
+        responses={200: {"model": DictionaryResponse, "headers": DICTIONARY_HEADERS,
+                         "description": "The dictionary: raw bytes (`format=binary`, the default) or JSON "
+                         "(`format=json`: `source`, `model`, `codec` (codec.json: `codec`, `level`, "
+                         "`max_frame_bytes`, `dict_id`, `dict_size_bytes`, `dict_sha256`, ...), "
+                         "`dictionary` in base64)",
+                         "content": {"application/octet-stream": {"schema": {"type": "string",
+                                                                             "format": "binary"}}}},
+                   **error_responses(401, 404, 409, 422, 503, why={
+                       422: "An unknown query parameter, or `format` other than binary or json."})},
+    )
+    async def dictionary(
+        self,
+        source: Annotated[str, PathParam(description="log source name, as registered",
+                                         pattern=SOURCE_NAME_PATTERN)],
+        request: Request,
+        fmt: Annotated[DictionaryFormat, Query(alias="format", description="binary: the raw bytes; "
+                                               "json: codec.json and the dictionary in base64")] = "binary",
+    ) -> Response:
+        import base64
+
+        unknown = sorted(set(request.query_params) - {"format"})
+        if unknown:
+            return _error(422, f"unknown query parameter(s) {[u[:64] for u in unknown[:5]]}; known: format")
+        try:
+            mv = await self._frames_source(source)
+            loaded = await self._frames_detector(mv)
+        except BodyError as exc:
+            self._rejected.inc(tags={"status": str(exc.status)})
+            return _error(exc.status, exc.reason)
+        if isinstance(loaded, JSONResponse):
+            return loaded
+        mid, detector = loaded
+        codec = detector.codec
+        headers = {"X-Logad-Model": mid, "X-Logad-Codec": str(codec.codec), "X-Logad-Codec-Level": str(codec.level),
+                   "X-Logad-Dict-Id": str(codec.dict_id), "X-Logad-Dict-Sha256": codec.dict_sha256,
+                   "X-Logad-Max-Frame-Bytes": str(codec.max_frame_bytes), "ETag": f'"{codec.dict_sha256}"'}
+        if fmt == "json":
+            return JSONResponse({"source": source, "model": {"id": mid, "method": mv.method, "version": mv.version},
+                                 "codec": codec.to_json(),
+                                 "dictionary": base64.b64encode(bytes(codec.dictionary)).decode("ascii")},
+                                headers=headers)
+        headers["Content-Disposition"] = f'attachment; filename="{source}.zdict"'
+        return Response(bytes(codec.dictionary), media_type="application/octet-stream", headers=headers)
 
     async def _read_body(self, request: Request) -> bytes:
         """The body, refusing it (413) as soon as it passes the limit."""

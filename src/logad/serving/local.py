@@ -55,6 +55,7 @@ def load_serve_config(
     port: int | None = None,
     args: dict[str, Any] | None = None,
     deployments: dict[str, dict[str, Any]] | None = None,
+    runtime_env: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Read a Serve config (Ray's format) and apply overrides to logad's application.
 
@@ -65,6 +66,9 @@ def load_serve_config(
         args: more ``args`` for logad's app(s).
         deployments: per deployment name, options merged over the file's
             (e.g. ``{"Ingress": {"num_replicas": 1, "autoscaling_config": None}}``).
+        runtime_env: Ray runtime environment keys merged over the app's ``runtime_env``
+            (``env_vars`` merged key by key), e.g. ``{"env_vars": {...},
+            "worker_process_setup_hook": "module.function"}`` for every replica.
 
     Raises:
         ConfigError: unreadable file, or a config with no logad application.
@@ -97,6 +101,11 @@ def load_serve_config(
         if registry is not None:
             app_args["registry"] = registry if "://" in registry else str(Path(registry).expanduser().resolve())
         app_args.update(args or {})
+        if runtime_env:
+            env = dict(app.get("runtime_env") or {})
+            for k, v in runtime_env.items():
+                env[k] = {**(env.get(k) or {}), **v} if k == "env_vars" else v
+            app["runtime_env"] = env
         for name, opts in (deployments or {}).items():
             deps = app.setdefault("deployments", [])
             found = next((d for d in deps if d.get("name") == name), None)
@@ -199,6 +208,7 @@ def start(
     config: str | Path | None = None,
     args: dict[str, Any] | None = None,
     deployments: dict[str, dict[str, Any]] | None = None,
+    runtime_env: dict[str, Any] | None = None,
     wait_s: float = 180.0,
     log_level: str | None = None,
     log=print,
@@ -208,12 +218,14 @@ def start(
     Uses ``config`` (Ray's Serve config format, e.g. serve/config.yaml) or
     the code's defaults, with the registry, host and port set from the arguments.
     ``port=0`` picks a free port; ``log_level`` (e.g. ``"WARNING"``) overrides
-    the config's Serve log level for the controller, proxies and replicas.
+    the config's Serve log level for the controller, proxies and replicas. ``runtime_env``
+    is merged over the app's Ray runtime environment (see :func:`load_serve_config`): the
+    tests use it to run a ``worker_process_setup_hook`` in every replica.
     """
     if port == 0:
         port = free_port(host)
     cfg = load_serve_config(config, registry=str(registry), host=host, port=port, args=args,
-                            deployments=deployments)
+                            deployments=deployments, runtime_env=runtime_env)
     if log_level is not None:
         for holder in (cfg, *cfg["applications"]):
             holder["logging_config"] = {**(holder.get("logging_config") or {}), "log_level": log_level}

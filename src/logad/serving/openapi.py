@@ -13,8 +13,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
-    "DETECT_REQUEST_BODY", "SOURCE_NAME_PATTERN", "DetectResponse", "ErrorBody", "Health",
-    "SourcesResponse", "error_responses",
+    "DETECT_REQUEST_BODY", "DICTIONARY_HEADERS", "FRAMES_ERRORS", "FRAMES_REQUEST_BODY", "SOURCE_NAME_PATTERN",
+    "DetectResponse", "DictionaryResponse", "ErrorBody", "FramesResponse", "Health", "SourcesResponse",
+    "error_responses",
 ]
 
 SOURCE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -141,6 +142,127 @@ class DetectResponse(_Strict):
     timing_ms: Timing
 
 
+class FramesModelInfo(_Strict):
+    id: str = Field(description="SOURCE@METHOD/vN")
+    method: str
+    version: int
+    threshold: float | None = Field(description="The served threshold: the registry's, else the model's own.")
+
+
+class FramesSummary(_Strict):
+    frames: int
+    anomalous_frames: int
+    bytes: int = Field(description="Compressed bytes of the frames scored.")
+
+
+class FrameVerdict(_Strict):
+    id: str = Field(description="The frame's id: from the JSON body or an id frame, else its 0-based position.")
+    offset: int | None = Field(description="Byte offset of the frame in a binary body (null for JSON bodies).")
+    bytes: int = Field(description="The frame's size, compressed (as sent).")
+    score: float | None = Field(description="Higher is more anomalous (null if not finite).")
+    threshold: float | None
+    verdict: Literal["anomalous", "normal"]
+
+
+class FramesTiming(_Strict):
+    read: float
+    check: float = Field(description="From the start until the frames were found and checked (includes read).")
+    model: float
+    total: float
+
+
+class FramesResponse(_Strict):
+    source: str
+    model: FramesModelInfo
+    summary: FramesSummary
+    frames: list[FrameVerdict]
+    timing_ms: FramesTiming
+
+
+class CodecInfo(BaseModel):
+    """The model's codec.json: how its frames are made."""
+
+    model_config = ConfigDict(extra="allow")
+
+    codec: Literal["zstd", "deflate"]
+    level: int
+    max_frame_bytes: int
+    dict_id: int = Field(description="The zstd dictionary id frames name in their header (0: a raw-content "
+                         "dictionary, which frames cannot name).")
+    dict_size_bytes: int
+    dict_sha256: str
+
+
+class DictionaryModel(_Strict):
+    id: str = Field(description="SOURCE@METHOD/vN")
+    method: str
+    version: int
+
+
+class DictionaryResponse(_Strict):
+    source: str
+    model: DictionaryModel
+    codec: CodecInfo
+    dictionary: str = Field(description="The dictionary's raw bytes, base64 (standard alphabet, padded).")
+
+
+FRAMES_REQUEST_BODY: dict[str, Any] = {
+    "required": True,
+    "description": "Compressed frames, scored as they are (never decompressed). Binary (zstd models): zstd "
+    "frames one after the other, a valid .zst stream. JSON (both codecs): each frame base64-encoded, "
+    "with an optional id. No Content-Encoding.",
+    "content": {
+        "application/zstd": {"schema": {"type": "string", "format": "binary",
+                                        "description": "Concatenated zstd frames (RFC 8878)."}},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary",
+                                                "description": "The same as application/zstd."}},
+        "application/json": {"schema": {
+            "type": "object",
+            "properties": {"frames": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string", "minLength": 1, "maxLength": 256},
+                        "data": {"type": "string", "format": "byte",
+                                 "description": "One frame, base64 (standard alphabet, padded)."},
+                    },
+                    "required": ["data"],
+                    "additionalProperties": False,
+                },
+            }},
+            "required": ["frames"],
+            "additionalProperties": False,
+        }},
+    },
+}
+
+DICTIONARY_HEADERS: dict[str, Any] = {
+    name: {"schema": {"type": kind}, "description": text} for name, kind, text in (
+        ("X-Logad-Model", "string", "SOURCE@METHOD/vN of the serving model the dictionary belongs to."),
+        ("X-Logad-Codec", "string", "zstd or deflate (zlib streams with the dictionary's last 32 KiB as "
+         "preset dictionary)."),
+        ("X-Logad-Codec-Level", "integer", "Compression level the model's frames were made with."),
+        ("X-Logad-Dict-Id", "integer", "The zstd dictionary id frames must name."),
+        ("X-Logad-Dict-Sha256", "string", "SHA-256 (hex) of the dictionary bytes."),
+        ("X-Logad-Max-Frame-Bytes", "integer", "Largest frame the model reads, in bytes."),
+    )
+}
+
+FRAMES_ERRORS = {
+    400: "Not a sequence of frames: a truncated frame, a reserved block type, bytes between frames, data "
+         "that is not a zstd frame (or zlib stream), bad base64, or invalid JSON; the reason names the "
+         "frame (index, id, byte offset).",
+    409: "The source's serving model reads text, not frames (a method other than clad).",
+    413: "Body over max_body_bytes, more than max_frames frames, or a frame over the model's max_frame_bytes.",
+    415: "Content-Type not application/zstd, application/octet-stream or application/json; any "
+         "Content-Encoding (frames are not decompressed); the binary form for a deflate model.",
+    422: "No frame, a frame compressed with another dictionary, JSON of another shape, or an unknown "
+         "query parameter.",
+}
+
+
 DETECT_REQUEST_BODY: dict[str, Any] = {
     "required": True,
     "description": "Raw log lines of the source, optionally compressed as a whole "
@@ -169,16 +291,18 @@ _WHY = {
     404: "Unknown source (no serving model), or not a valid source name.",
     413: "Body, decompressed body, line count or one line over the service's limits.",
     415: "Content-Type not application/json or text/plain, or Content-Encoding not gzip, zstd or identity.",
+    409: "The source's serving model does not read frames (a method other than clad).",
     422: "JSON not of the form {\"lines\": [strings]}, no non-blank line, or a bad query parameter.",
     503: "The source's model cannot be used (server side; other sources keep working).",
 }
 
 
-def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` entries for these error statuses, each ``{"detail": reason}``."""
+def error_responses(*statuses: int, why: dict[int, str] | None = None) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for these error statuses, each ``{"detail": reason}``;
+    ``why`` overrides the description of some (another endpoint's reasons)."""
     out: dict[int | str, dict[str, Any]] = {}
     for s in statuses:
-        entry: dict[str, Any] = {"model": ErrorBody, "description": _WHY[s]}
+        entry: dict[str, Any] = {"model": ErrorBody, "description": (why or {}).get(s) or _WHY[s]}
         if s == 401:
             entry["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"},
                                                      "description": 'Bearer realm="logad"'}}
