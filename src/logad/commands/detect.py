@@ -1,4 +1,10 @@
-"""`logad detect`: the client of the HTTP API; sends log files in batches, prints flagged windows."""
+"""`logad detect`: the client of the HTTP API; sends log files in batches, prints flagged windows.
+
+With ``--frames`` it posts compressed frames to the frames endpoint of a CLAD model instead:
+a file that is already a stream of zstd frames (made with the source's dictionary by a log
+shipper) as it is, and a text log cut into chunks of lines, each compressed into frames with
+the dictionary fetched from the source's dictionary endpoint.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["RETRY_STATUS", "Origins", "iter_lines", "post", "register", "run"]
+__all__ = ["RETRY_STATUS", "Origins", "fetch_dictionary", "iter_lines", "post", "register", "run"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,7 +37,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "the service flags, with the lines that drove each score, then a summary. A "
             "line-level model's flagged lines are printed under their window as FILE:LINE. Windows "
             "are built per batch: a session whose lines fall into two batches is scored as two "
-            "parts, so raise --batch-lines for long sessions."
+            "parts, so raise --batch-lines for long sessions. With --frames (CLAD models), "
+            "compressed frames go to URL/v1/sources/SOURCE/frames instead: a FILE that is a stream "
+            "of zstd frames made with the source's dictionary (it starts with the zstd magic "
+            "number) is posted as it is, in batches of --batch-frames frames; any other FILE (or "
+            "every FILE, with --chunk-lines) is read as lines, cut into chunks of --chunk-lines "
+            "lines, and each chunk compressed into frames with the source's dictionary, fetched "
+            "from URL/v1/sources/SOURCE/dictionary. Flagged frames are printed with the lines of "
+            "the file they hold, or their place in a frame file."
         ),
     )
     p.add_argument("source", metavar="SOURCE", help="log source name, as registered")
@@ -43,7 +56,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="Content-Encoding of the request bodies (default zstd)")
     p.add_argument("--explain", choices=["anomalous", "all", "none"], default="anomalous",
                    help="which windows list their evidence lines (default anomalous)")
-    p.add_argument("--show-normal", action="store_true", help="print normal windows too")
+    p.add_argument("--show-normal", action="store_true", help="print normal windows (or frames) too")
+    p.add_argument("--frames", action="store_true",
+                   help="post compressed frames to the frames endpoint (CLAD models), not lines to detect")
+    p.add_argument("--chunk-lines", type=int, default=None, metavar="N",
+                   help="with --frames: frame N lines at a time (default 100), even a FILE that is a "
+                   "stream of zstd frames (then its lines are read and framed again)")
+    p.add_argument("--batch-frames", type=int, default=1000, metavar="N",
+                   help="with --frames: frames per request (default 1000; at most 8 MiB a request)")
     p.add_argument("--json", action="store_true", help="print each response as one JSON line")
     p.add_argument("--token-file", metavar="PATH",
                    help="file holding the API token of a service started with one (`logad serve "
@@ -166,9 +186,11 @@ def _retry_after(value: str | None) -> float | None:
 
 
 def post(url: str, source: str, body: bytes, headers: dict[str, str], *, explain: str = "anomalous",
-         token: str | None = None, timeout: float = 120.0, retries: int = 5, backoff_s: float = 0.25,
-         max_backoff_s: float = 4.0, on_retry: Callable[[int, str, float], None] | None = None) -> dict:
-    """POST one body; the decoded response, retrying where the request was lost.
+         endpoint: str = "detect", token: str | None = None, timeout: float = 120.0, retries: int = 5,
+         backoff_s: float = 0.25, max_backoff_s: float = 4.0,
+         on_retry: Callable[[int, str, float], None] | None = None) -> dict:
+    """POST one body to ``/v1/sources/SOURCE/ENDPOINT`` (``detect``, with ``explain``, or
+    ``frames``); the decoded response, retrying where the request was lost.
 
     Scoring a body has no side effects, so a request whose answer never came is
     sent again, up to ``retries`` more times, after ``backoff_s`` doubling up to
@@ -183,15 +205,38 @@ def post(url: str, source: str, body: bytes, headers: dict[str, str], *, explain
         LogadError: the service is unreachable or answered with an error (its reason
             included), after the retries where the failure was retryable.
     """
-    from logad.errors import LogadError
-
     if token:
         headers = {**headers, "Authorization": f"Bearer {token}"}
-    target = f"{url.rstrip('/')}/v1/sources/{source}/detect?explain={explain}"
+    query = f"?explain={explain}" if endpoint == "detect" else ""
+    target = f"{url.rstrip('/')}/v1/sources/{source}/{endpoint}{query}"
+    return _with_retries(lambda: _post_once(target, url, body, headers, timeout), retries=retries,
+                         backoff_s=backoff_s, max_backoff_s=max_backoff_s, on_retry=on_retry)
+
+
+def fetch_dictionary(url: str, source: str, *, token: str | None = None, timeout: float = 120.0,
+                     retries: int = 5, on_retry: Callable[[int, str, float], None] | None = None) -> dict:
+    """``GET /v1/sources/SOURCE/dictionary?format=json``: the source's codec settings
+    (``codec``) and dictionary (``dictionary``, base64), retried as :func:`post` retries.
+
+    Raises:
+        LogadError: as :func:`post`.
+    """
+    headers = {"Accept": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    target = f"{url.rstrip('/')}/v1/sources/{source}/dictionary?format=json"
+    return _with_retries(lambda: _post_once(target, url, None, headers, timeout, method="GET"),
+                         retries=retries, backoff_s=0.25, max_backoff_s=4.0, on_retry=on_retry)
+
+
+def _with_retries(send: Callable[[], dict], *, retries: int, backoff_s: float, max_backoff_s: float,
+                  on_retry: Callable[[int, str, float], None] | None) -> dict:
+    from logad.errors import LogadError
+
     delay = backoff_s
     for attempt in range(retries + 1):
         try:
-            return _post_once(target, url, body, headers, timeout)
+            return send()
         except _Retryable as exc:
             if attempt >= retries:
                 raise LogadError(exc.reason + (f" (after {retries} retries)" if retries else "")) from None
@@ -203,10 +248,11 @@ def post(url: str, source: str, body: bytes, headers: dict[str, str], *, explain
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _post_once(target: str, url: str, body: bytes, headers: dict[str, str], timeout: float) -> dict:
+def _post_once(target: str, url: str, body: bytes | None, headers: dict[str, str], timeout: float,
+               method: str = "POST") -> dict:
     from logad.errors import LogadError
 
-    req = urllib.request.Request(target, data=body, headers=headers, method="POST")
+    req = urllib.request.Request(target, data=body, headers=headers, method=method)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return json.loads(resp.read())
@@ -238,6 +284,10 @@ def run(args: argparse.Namespace) -> int:
     if args.retries < 0:
         raise ConfigError("--retries must be 0 or more")
     token = _token(args)
+    if args.frames:
+        return _run_frames(args, token)
+    if args.chunk_lines is not None:
+        raise ConfigError("--chunk-lines goes with --frames")
     totals = {"requests": 0, "lines": 0, "malformed_lines": 0, "unknown_template_lines": 0,
               "windows": 0, "anomalous_windows": 0, "anomalous_lines": 0}
     models: set[str] = set()
@@ -288,6 +338,157 @@ def run(args: argparse.Namespace) -> int:
         f"model {', '.join(sorted(models)) or '-'}; {secs:.1f}s"
     )
     return 0
+
+
+# -- --frames: compressed frames to the frames endpoint (CLAD) --------------------------------------
+
+_MAX_REQUEST_BYTES = 8 << 20
+"""Largest body --frames sends (the service's default limit is 16 MiB)."""
+
+
+def _frame_stream(path: str) -> bool:
+    """Whether a file starts with a zstd frame or a skippable frame (a stream of frames)."""
+    from logad.errors import DataError
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"no such file {p}")
+    with open(p, "rb") as fh:
+        head = fh.read(4)
+    return len(head) == 4 and (head == b"\x28\xb5\x2f\xfd" or (head[1:] == b"\x2a\x4d\x18" and head[0] & 0xF0 == 0x50))
+
+
+class _FramePoster:
+    """Collects frames with where they came from, posts them in batches, prints and counts."""
+
+    def __init__(self, args: argparse.Namespace, token: str | None, settings: dict) -> None:
+        self.args, self.token, self.settings = args, token, settings
+        self.frames: list[bytes] = []
+        self.ids: list[str | None] = []  # a frame's own id (from an id frame), else None
+        self.origins: list[dict] = []
+        self.size = 0
+        self.totals = {"requests": 0, "frames": 0, "bytes": 0, "anomalous_frames": 0}
+        self.models: set[str] = set()
+
+    def add(self, frame: bytes, origin: dict, frame_id: str | None = None) -> None:
+        if self.frames and (len(self.frames) >= self.args.batch_frames
+                            or self.size + len(frame) + 300 > _MAX_REQUEST_BYTES):
+            self.flush()
+        self.frames.append(frame)
+        self.ids.append(frame_id)
+        self.origins.append(origin)
+        self.size += len(frame) + (len(frame_id) + 8 if frame_id else 0)
+
+    def flush(self) -> None:
+        if not self.frames:
+            return
+        import base64
+
+        from logad.serving.frames import id_frame
+
+        if self.settings["codec"] == "zstd":  # the binary form: the frames one after the other
+            body = b"".join((id_frame(i) if i else b"") + f for f, i in zip(self.frames, self.ids, strict=True))
+            headers = {"Content-Type": "application/zstd"}
+        else:  # zlib streams do not say where they end: JSON
+            body = json.dumps({"frames": [{"data": base64.b64encode(f).decode("ascii")} | ({"id": i} if i else {})
+                                          for f, i in zip(self.frames, self.ids, strict=True)]}).encode()
+            headers = {"Content-Type": "application/json"}
+        a = self.args
+        out = post(a.url, a.source, body, headers, endpoint="frames", token=self.token, timeout=a.timeout,
+                   retries=a.retries, on_retry=_tell_retry(self.totals["requests"] + 1))
+        self.totals["requests"] += 1
+        self.totals["frames"] += out["summary"]["frames"]
+        self.totals["bytes"] += out["summary"]["bytes"]
+        self.totals["anomalous_frames"] += out["summary"]["anomalous_frames"]
+        self.models.add(out["model"]["id"])
+        for f, origin in zip(out["frames"], self.origins, strict=True):
+            f.update(origin)
+        if a.json:
+            print(json.dumps(out))
+        else:
+            for f in out["frames"]:
+                if f["verdict"] == "anomalous" or a.show_normal:
+                    print(f"{f['verdict'].upper():9} frame {f['id']}  score {_num(f['score'])} "
+                          f"(threshold {_num(f['threshold'])}, {f['bytes']} bytes)  {_where(f)}")
+        self.frames, self.ids, self.origins, self.size = [], [], [], 0
+
+
+def _where(f: dict) -> str:
+    if f.get("first_line") is not None:
+        last = f["last_line"]
+        lines = f"{f['first_line']}" if last == f["first_line"] else f"{f['first_line']}-{last}"
+        return f"{f['file']}:{lines}"
+    return f"{f['file']} frame {f['file_frame']} at byte {f['file_offset']:,}"
+
+
+def _run_frames(args: argparse.Namespace, token: str | None) -> int:
+    """``--frames``: frame files posted as they are, text framed with the source's dictionary."""
+    import base64
+    import hashlib
+
+    from logad.errors import ConfigError, DataError
+    from logad.serving.frames import FrameBodyError, split_zstd_frames
+
+    if args.batch_frames < 1:
+        raise ConfigError("--batch-frames must be at least 1")
+    if args.chunk_lines is not None and args.chunk_lines < 1:
+        raise ConfigError("--chunk-lines must be at least 1")
+    t0 = time.perf_counter()
+    answer = fetch_dictionary(args.url, args.source, token=token, timeout=args.timeout, retries=args.retries,
+                              on_retry=_tell_retry(0))
+    settings = answer["codec"]
+    poster = _FramePoster(args, token, settings)
+    codec = None
+    lines_read = 0
+    for path in args.files:
+        if args.chunk_lines is None and _frame_stream(path):
+            try:
+                frames = split_zstd_frames(Path(path).read_bytes())
+            except FrameBodyError as exc:
+                raise DataError(f"{path} is not a stream of whole zstd frames: {exc.reason}") from None
+            for f in frames:
+                if f.dict_id != settings["dict_id"]:
+                    raise DataError(f"{path}: frame {f.index} at byte {f.offset:,} names dictionary id "
+                                    f"{f.dict_id}, not the source's {settings['dict_id']}: it is not a stream of "
+                                    "this source's frames; pass --chunk-lines N to read its lines and frame "
+                                    "them with the source's dictionary")
+                own = f.id if f.id != str(f.index) else None
+                poster.add(f.data, {"file": path, "file_frame": f.index, "file_offset": f.offset}, own)
+            continue
+        if codec is None:
+            from logad.methods.clad.frames import FrameCodec
+
+            dictionary = base64.b64decode(answer["dictionary"])
+            if hashlib.sha256(dictionary).hexdigest() != settings["dict_sha256"]:
+                raise DataError(f"the dictionary {args.url} sent does not match its sha256")
+            codec = FrameCodec(settings["codec"], int(settings["level"]), dictionary, int(settings["max_frame_bytes"]))
+            if codec.dict_id != settings["dict_id"]:
+                raise DataError(f"the dictionary {args.url} sent has id {codec.dict_id}, not {settings['dict_id']}")
+        size = args.chunk_lines or 100
+        chunk: list[str] = []
+        first = 1
+        for no, line in enumerate(iter_lines(path), 1):
+            chunk.append(line)
+            lines_read += 1
+            if len(chunk) >= size:
+                _frame_chunk(poster, codec, chunk, path, first)
+                chunk, first = [], no + 1
+        if chunk:
+            _frame_chunk(poster, codec, chunk, path, first)
+    poster.flush()
+    t = poster.totals
+    secs = time.perf_counter() - t0
+    read = f", from {lines_read:,} lines" if lines_read else ""
+    print(f"detect {args.source}: {t['frames']:,} frames ({t['bytes']:,} bytes{read}) in {t['requests']} "
+          f"request(s), {t['anomalous_frames']:,} anomalous; model {', '.join(sorted(poster.models)) or '-'}; "
+          f"{secs:.1f}s")
+    return 0
+
+
+def _frame_chunk(poster: _FramePoster, codec, chunk: list[str], path: str, first: int) -> None:
+    frames, spans = codec.frame_lines(chunk)
+    for f, (a, b) in zip(frames, spans, strict=True):
+        poster.add(f, {"file": path, "first_line": first + a, "last_line": first + max(a, b - 1)})
 
 
 def _tell_retry(request: int) -> Callable[[int, str, float], None]:
