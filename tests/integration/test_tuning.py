@@ -201,3 +201,26 @@ def test_colog_sweep_embeds_each_message_once_for_every_trial(tmp_path):
     assert any("computed once for every trial: EmbeddingCache(" in s for s in said)
     winner = load_detector(ModelRegistry(tmp_path / "reg").fetch(result.registered))
     assert winner.name == "colog" and winner.fit_report.extra["messages_embedded"] == 0
+
+
+def test_clad_sweep_frames_once_for_every_trial(tmp_path):
+    """The shipped tune/clad.yaml with a tiny space: the driver trains the dictionary and
+    compresses the windows once, the trials frame nothing, and the winner is registered."""
+    shipped = yaml.safe_load((Path(__file__).resolve().parents[2] / "tune" / "clad.yaml").read_text())
+    spec_path = tmp_path / "clad.yaml"
+    tiny = dict(byte_embedding=8, encoder_blocks=2, num_heads=2, mlstm_chunk=16, projection=8,
+                pretrain_epochs=1, max_frame_bytes=512, dict_size_bytes=4096, device="cpu")
+    spec_path.write_text(yaml.safe_dump(shipped | {
+        "num_samples": 1, "max_epochs": 2, "scheduler": {"type": "fifo"}, "max_concurrent_trials": 2,
+        "split_params": {"train_fraction": 0.6, "val_fraction": 0.2},
+        "config": shipped["config"] | tiny,
+        "space": {"encoder_width": {"type": "choice", "values": [16]}, "d_model": {"type": "choice", "values": [16]},
+                  "learning_rate": {"type": "grid", "values": [3e-3, 1e-3]}}}))
+    spec = load_tune_spec(spec_path)
+    said: list[str] = []
+    result = run_sweep(spec, _windows_dir(tmp_path / "ingest"), "hdfs", storage=tmp_path / "tune",
+                       registry=str(tmp_path / "reg"), log=said.append, verbose=0)
+    assert len(result.trials) == 2 and all(t.error is None for t in result.trials)
+    assert any("computed once for every trial: clad frames: dictionary id" in s for s in said)
+    winner = load_detector(ModelRegistry(tmp_path / "reg").fetch(result.registered))
+    assert winner.name == "clad" and winner.fit_report.extra["frames_built_in_fit"] is False
