@@ -77,7 +77,9 @@ class CLADConfig(BaseModel):
     codec: Literal["zstd", "deflate"] = Field(
         "zstd", description="frame codec: zstd with a trained dictionary, or zlib-framed deflate with the "
         "dictionary's last 32 KiB as its preset dictionary")
-    level: int = Field(3, ge=1, le=19, description="compression level (deflate caps it at 9)")
+    level: int = Field(-1, ge=-7, le=19, description="compression level; zstd's negative (fast) levels store "
+                       "literals uncompressed, so the bytes the dictionary did not predict stay readable to the "
+                       "model (held-out HDFS F1 0.977 at -1 against 0.683 at 3; deflate: 1-9, else 6)")
     dict_size_bytes: int = Field(16_384, ge=256, le=1 << 20, description="size of the trained dictionary")
     max_frame_bytes: int = Field(1024, ge=64, le=65_536, description="largest frame the model reads; a window "
                                  "whose frame would be larger is cut at line boundaries into several")
