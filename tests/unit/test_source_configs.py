@@ -224,3 +224,36 @@ def test_fast_split_gives_way_to_the_regex_where_fields_hold_spaces():
     assert splitter._plan is None
     second = splitter.split(raw)
     assert first.content.equals(second.content) and first.header_ok.all()
+
+
+def test_a_label_field_never_reaches_the_window_lines() -> None:
+    """BGL's leading label (`-` or the alert category) and Liberty's 0/1 are the dataset's
+    annotation: the windows' lines keep every other character (a model reading whole lines,
+    CLAD, must not read the answer from them), the line labels keep the label, and the
+    message offsets still point at the message."""
+    from logad.parsing import TemplateStore
+    from logad.windows.online import from_lines
+
+    cases = {
+        "bgl": ["- 1117838570 2005.06.03 R02-M1-N0-C:J12-U11 2005-06-03-15.42.50.675872 R02-M1-N0-C:J12-U11 RAS "
+                "KERNEL INFO instruction cache parity error corrected",
+                "KERNDTLB 1117838573 2005.06.03 R02-M1-N0-C:J12-U11 2005-06-03-15.42.53.276129 "
+                "R02-M1-N0-C:J12-U11 RAS KERNEL FATAL data TLB error interrupt"],
+        "liberty": ["w1 0 kernel: hello there", "w1 1 disk failure on sda"],
+    }
+    for name, lines in cases.items():
+        config = load_source_config(ROOT / "data_pipelines" / f"{name}.yaml")
+        windows, _ = from_lines(lines, config, TemplateStore(config.parsing, []))
+        got = [x for v in windows["lines"] for x in v]
+        labels = [int(x) for v in windows["line_labels"] for x in v]
+        offsets = [int(x) for v in windows["message_offsets"] for x in v]
+        expect = [x.replace(x.split()[0 if name == "bgl" else 1] + " ", "", 1) for x in lines]
+        # (a line may sit in several sliding windows)
+        assert set(got) == set(expect), got
+        assert dict(zip(got, labels, strict=True)) == dict(zip(expect, [0, 1], strict=True))
+        content = LineSplitter(config).split(pa.array(lines)).content.to_pylist()
+        assert {g[o:] for g, o in zip(got, offsets, strict=True)} == set(content)
+    hdfs = "081109 203615 148 INFO dfs.DataNode$PacketResponder: PacketResponder 1 for block blk_38865049064139660 terminating"
+    hdfs_config = load_source_config(ROOT / "data_pipelines" / "hdfs.yaml")
+    windows, _ = from_lines([hdfs], hdfs_config, TemplateStore(hdfs_config.parsing, []))
+    assert windows["lines"].iloc[0] == [hdfs]  # labels from a file: the line is kept whole

@@ -75,7 +75,7 @@ from logad.sources.files import (
     share_streams,
 )
 from logad.sources.keywords import KeywordLabeller
-from logad.sources.lines import LineSplitter, message_offsets
+from logad.sources.lines import LineSplitter, message_offsets, without_label
 from logad.windows.grouping import assign_windows, build_windows, session_ids
 from logad.windows.schema import WINDOWS_SCHEMA
 
@@ -360,10 +360,11 @@ class _Parser:
         line_label = sl.line_label
         if self.keywords is not None:
             line_label = self.keywords(sl.content, batch["file_idx"].combine_chunks())
+        text = without_label(raw, sl, self.config)  # a label field is the dataset's, not the log's
         lines = {
             "ts": sl.ts, "file_idx": batch["file_idx"], "offset": batch["offset"],
-            "line_no": batch["line_no"], "raw": raw, "line_label": line_label,
-            "msg_off": message_offsets(raw, sl.content),
+            "line_no": batch["line_no"], "raw": text, "line_label": line_label,
+            "msg_off": message_offsets(text, sl.content),
         }
         if isinstance(g, SessionGrouping):
             paths = self.file_uris.take(batch["file_idx"].combine_chunks()) if g.id_field == "path" else None

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from logad.sources.config import SourceConfig
 
-__all__ = ["LineSplitter", "SplitLines", "extract_first", "message_offsets", "regex_replace"]
+__all__ = ["LineSplitter", "SplitLines", "extract_first", "message_offsets", "regex_replace", "without_label"]
 
 
 def _re2_ok(pattern: str) -> bool:
@@ -119,6 +119,30 @@ def message_offsets(raw: pa.Array, content: pa.Array) -> pa.Array:
     """
     diff = pc.subtract(pc.utf8_length(raw.cast(pa.string())), pc.utf8_length(content.cast(pa.string())))
     return pc.max_element_wise(diff, pa.scalar(0, diff.type)).cast(pa.int32())
+
+
+def without_label(raw: pa.Array, split: SplitLines, config: SourceConfig) -> pa.Array:
+    """The raw lines without their label field, where the labels are a header field (BGL's
+    leading ``-`` or alert category, Liberty's ``0``/``1``).
+
+    The label is the dataset's annotation, not something the logging system wrote: a model
+    that reads whole lines (CLAD compresses them) would read the answer from it, and a live
+    service never sees it. The field's text is cut out with the blanks after it; lines
+    whose header did not match keep every character. The message stays the line's tail.
+    """
+    if config.labels.kind != "field" or not config.labels.field or not len(raw):
+        return raw
+    rx = re.compile(config.format.header_regex())
+    name = config.labels.field
+    out: list[str | None] = []
+    for line, ok in zip(raw.to_pylist(), split.header_ok.tolist(), strict=True):
+        m = rx.match(line) if ok and line is not None else None
+        if m is None or m.start(name) < 0:
+            out.append(line)
+            continue
+        a, b = m.span(name)
+        out.append(line[:a] + line[b:].lstrip(" \t"))
+    return pa.array(out, pa.string())
 
 
 @dataclass

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from logad.parsing.template_store import UNKNOWN_ID, TemplateStore, mask_contents
 from logad.sources.config import FixedGrouping, SessionGrouping, SourceConfig
 from logad.sources.files import trim_lines
-from logad.sources.lines import LineSplitter, message_offsets
+from logad.sources.lines import LineSplitter, message_offsets, without_label
 from logad.windows.grouping import assign_windows, build_windows, session_ids
 
 __all__ = ["LineStats", "WindowBuilder", "from_lines"]
@@ -79,6 +79,7 @@ class WindowBuilder:
             return build_windows(pa.table({}), self.config.name), stats
 
         sl = self.splitter.split(raw)
+        text = without_label(raw, sl, self.config)  # a label field is the dataset's, not the log's
         stats.malformed_lines = int((~sl.header_ok).sum())
         stats.bad_timestamp_lines = sl.num_bad_time
         masked = mask_contents(sl.content, self.config.parsing)
@@ -88,9 +89,9 @@ class WindowBuilder:
             "file_idx": pa.array(np.zeros(n, np.int32)),
             "offset": pa.array(offsets[idx], pa.int64()),
             "line_no": pa.array(line_no[idx], pa.int64()),
-            "raw": raw,
+            "raw": text,
             "line_label": sl.line_label,
-            "msg_off": message_offsets(raw, sl.content),
+            "msg_off": message_offsets(text, sl.content),
         }
         sessions = None
         if isinstance(g, SessionGrouping):
