@@ -22,7 +22,9 @@ Training has two stages:
 
 The threshold is the best-F1 cut on the validation windows' scores (labels of
 the validation part are fair for a supervised method; test labels never are),
-stored with the model. Scores are probabilities (the sigmoid of the logit).
+stored with the model; where the validation part holds one class only (anomalies
+bunched in time, a handful of long sessions), the cut is taken over the validation
+and training windows together. Scores are probabilities (the sigmoid of the logit).
 
 :meth:`CLAD.score_frames` scores frames as they arrive from a log shipper,
 compressed with the model's dictionary: the service's frames endpoint calls it
@@ -103,6 +105,9 @@ class CLADConfig(BaseModel):
     patience: int = Field(3, ge=1, description="stop fine-tuning after this many epochs without a better "
                           "validation F1 (or, at an equal F1, a lower validation loss)")
     batch_size: int = Field(32, ge=2, description="windows per fine-tuning step (frames per stage-1 step)")
+    max_batch_frames: int = Field(256, ge=1, description="a fine-tuning step also stops taking windows at this many "
+                                  "frames, so long windows (a Hadoop application: ~50 frames) make more, smaller "
+                                  "steps; a window with more frames than this is a step of its own")
     learning_rate: float = Field(5e-4, gt=0, description="AdamW learning rate of stage 2")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
     focal_gamma: float = Field(2.0, ge=0, description="focal loss focusing parameter (0: cross-entropy)")
@@ -411,10 +416,7 @@ class CLAD(Detector):
             self.net.train()
             order = _epoch_order(normals, anomalies, c.anomaly_share, rng)
             total, steps = 0.0, 0
-            for a in range(0, len(order), c.batch_size):
-                wins = order[a: a + c.batch_size]
-                if len(wins) < 2:
-                    continue
+            for wins in _frame_budget_batches(order, tp, c.batch_size, c.max_batch_frames):
                 parts = [tp.of_window(w) for w in wins]
                 flat = np.concatenate(parts)
                 seg = torch.as_tensor(np.repeat(np.arange(len(wins)), [len(p) for p in parts]), device=device)
@@ -456,7 +458,13 @@ class CLAD(Detector):
         report.best_epoch = best_index
 
         scores = self._window_scores(vp) if len(val) else np.zeros(0)
-        self._threshold, self.threshold_strategy = self._cut(y_val, scores)
+        yv = y_val[~np.isnan(y_val)]
+        if len(yv) and 0 < yv.sum() < len(yv):
+            self._threshold, self.threshold_strategy = self._cut(y_val, scores, "validation")
+        else:  # one class in validation (anomalies bunch in time; a handful of sessions): add training's
+            self._threshold, self.threshold_strategy = self._cut(
+                np.concatenate([y_val, y_train]), np.concatenate([scores, self._window_scores(tp)]),
+                "validation + training")
         report.threshold = self._threshold
         report.train_time_s = time.perf_counter() - t0
         compressed = int(tp.lengths.sum())
@@ -489,16 +497,19 @@ class CLAD(Detector):
             out["val_f1"] = float(f1.max())
         return out
 
-    def _cut(self, y: np.ndarray, s: np.ndarray) -> tuple[float, str]:
+    def _cut(self, y: np.ndarray, s: np.ndarray, where: str) -> tuple[float, str]:
+        """The best-F1 cut (or the precision rule) on the labelled windows of ``where``: the
+        validation part, or, where it holds one class only, validation and training (whose
+        scores are optimistic: the model fitted them)."""
         c = self.config
         known = ~np.isnan(y)
         yk, sk = y[known].astype(np.int64), s[known]
         if len(yk) and 0 < yk.sum() < len(yk):
             cut, note = best_f1_cut(yk, sk, c.threshold, c.target_precision)
-            return cut, f"validation-tuned ({c.threshold}): {note} on {len(yk)} validation windows"
+            return cut, f"validation-tuned ({c.threshold}): {note} on {len(yk)} {where} windows"
         normal = sk[yk == 0] if len(yk) else np.zeros(0)
         cut = float(np.max(normal)) if len(normal) else 0.5
-        return cut, "the highest normal validation score (no labelled anomalies to tune on)"
+        return cut, f"the highest normal {where} score (no labelled anomalies to tune on)"
 
     @property
     def threshold_kind(self) -> str:
@@ -715,6 +726,25 @@ def _epoch_order(normals: np.ndarray, anomalies: np.ndarray, share: float, rng: 
         kept = rng.choice(normals, max(0, n - want), replace=False)
         picked = np.concatenate([kept, anomalies, extra])
     return rng.permutation(picked)
+
+
+def _frame_budget_batches(order: np.ndarray, part: _Part, size: int, max_frames: int) -> list[np.ndarray]:
+    """Consecutive windows of ``order`` in batches of at most ``size`` windows and
+    ``max_frames`` frames (a window with more frames alone)."""
+    counts = np.diff(part.starts)
+    out: list[np.ndarray] = []
+    batch: list[int] = []
+    frames = 0
+    for w in order.tolist():
+        n = int(counts[w])
+        if batch and (len(batch) >= size or frames + n > max_frames):
+            out.append(np.asarray(batch, dtype=np.int64))
+            batch, frames = [], 0
+        batch.append(w)
+        frames += n
+    if batch:
+        out.append(np.asarray(batch, dtype=np.int64))
+    return out
 
 
 def _mask_spans(ids: Any, lengths: Any, stride: int, ratio: float, gen: Any) -> tuple[Any, Any]:
