@@ -363,7 +363,8 @@ def main() -> None:
         if not args.no_record:
             out["headline"] = "clad F1 " + ", ".join(
                 f"{k} {r['aggregate']['clad']['f1']['mean']:.3f}" for k, r in out.items() if "clad" in r["aggregate"])
-            record("CLAD beside fastlogad, unseen and deeplog (logad compare)", md, out, "clad_compare.json")
+            record(f"CLAD beside fastlogad, unseen and deeplog (logad compare: {', '.join(names)})", md, out,
+                   f"clad_compare_{'_'.join(names)}.json")
     if "speed" in args.only:
         r = speed(seed=args.seed)
         md = speed_markdown(r)
