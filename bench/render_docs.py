@@ -754,6 +754,27 @@ def serve_hostile_headline(runs: list[Run]) -> str:
             f"{f['good_succeeded']}/{f['good_requests']} good requests served")
 
 
+def clad_compare_body(runs: list[Run]) -> str:
+    """One `logad compare` run beside CLAD: window F1 (mean ± std over seeds) and AUROC per
+    method and dataset; the full tables (line tables, DeepLog at k = 9, timings) stay in the
+    results file."""
+    run = runs[-1]
+    data = {k: v for k, v in figures(run).items() if isinstance(v, dict) and "aggregate" in v}
+    methods = list(next(iter(data.values()))["aggregate"]) if data else []
+    rows = []
+    for m in methods:
+        cells = []
+        for d in data.values():
+            a = d["aggregate"].get(m)
+            cells.append("–" if a is None else f"**{a['f1']['mean']:.3f}** ± {a['f1']['std']:.3f} "
+                         f"({a['auroc']['mean']:.3f})")
+        rows.append([m, *cells])
+    head = ["method", *(f"{k} ({d['protocol']})" for k, d in data.items())]
+    seeds = next(iter(data.values()))["aggregate"][methods[0]]["f1"]["n"] if methods else 0
+    return (f"Window F1 at each method's own threshold, mean ± std over {seeds} seed(s), AUROC in brackets; "
+            "the full tables are in the results file.\n\n" + table(head, rows))
+
+
 RENDERERS: dict[str, Renderer] = {
     "ingest_throughput": Renderer(ingest_body, ingest_headline, ingest_notes),
     "ingest_multinode": Renderer(multinode_body, multinode_headline, multinode_notes),
@@ -769,10 +790,11 @@ RENDERERS: dict[str, Renderer] = {
     "colog": Renderer(generic_body, colog_headline),
     "hostile_ingest": Renderer(generic_body, hostile_ingest_headline),
     "serve_faults": Renderer(generic_body, serve_faults_headline),
+    "clad_compare": Renderer(clad_compare_body, generic_headline),
     "serve_hostile": Renderer(generic_body, serve_hostile_headline),
 }
 # Results files of one kind: compare_methods_hdfs.json, serve_latency_threads0.json, ...
-KIND_PREFIXES = {"compare_methods_": "compare_methods", "colog": "colog", "classical_with": "classical_variant", "serve_latency_threads": "serve_latency",
+KIND_PREFIXES = {"compare_methods_": "compare_methods", "clad_compare": "clad_compare", "colog": "colog", "classical_with": "classical_variant", "serve_latency_threads": "serve_latency",
                  "serve_faults": "serve_faults"}
 ORDER = ("ingest_throughput", "ingest_multinode", "parsing_accuracy", "fastlogad", "compare_methods",
          "tune_throughput", "serve_latency", "serve_load")

@@ -285,14 +285,9 @@ class CLAD(Detector):
 
     @property
     def device(self) -> str:
-        import torch
+        from logad.methods._torch import resolve_device
 
-        want = self.config.device
-        if want == "auto":
-            want = "cuda" if torch.cuda.is_available() else "cpu"
-        if want == "cuda" and not torch.cuda.is_available():
-            raise DataError("device='cuda' but no CUDA GPU is visible; use device='cpu'")
-        return want
+        return resolve_device(self.config.device)
 
     def _build(self) -> Any:
         from logad.methods.clad.model import CLADNet, NetConfig
@@ -341,7 +336,7 @@ class CLAD(Detector):
         import torch
         from tqdm.auto import tqdm
 
-        from logad.methods.clad.model import MASK, PAD
+        from logad.methods.clad.model import PAD
 
         t0 = time.perf_counter()
         c = self.config
@@ -399,14 +394,9 @@ class CLAD(Detector):
                     width = ids.shape[1]
                     loss = torch.nn.functional.cross_entropy(
                         logits[:, :width].reshape(-1, 256), target.to(device).reshape(-1), ignore_index=-100)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
-                    opt.step()
-                    total += float(loss.detach())
+                    total += _step(opt, loss, self.net)
                     steps += 1
                 log({"phase": "pretrain", "epoch": epoch, "mbm_loss": total / max(steps, 1)})
-        assert MASK == 257
 
         # Stage 2: focal + supervised contrastive on labelled windows, window logit = max over frames.
         opt = torch.optim.AdamW(self.net.parameters(), lr=c.learning_rate, weight_decay=c.weight_decay,
@@ -432,11 +422,7 @@ class CLAD(Detector):
                 loss = _focal(win_logit, target, c.focal_gamma, c.focal_alpha)
                 if c.contrastive_weight:
                     loss = loss + c.contrastive_weight * _supcon(win_emb, target, c.temperature)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
-                opt.step()
-                total += float(loss.detach())
+                total += _step(opt, loss, self.net)
                 steps += 1
             entry: dict[str, Any] = {"phase": "finetune", "epoch": epoch, "train_loss": total / max(steps, 1)}
             ev = self._evaluate(vp, y_val)
@@ -703,6 +689,17 @@ class _SweepFrames:
         size = sum(map(len, self.train.frames)) + sum(map(len, self.val.frames))
         return (f"clad frames: dictionary id {self.codec.dict_id}, {len(self.train)} + {len(self.val)} frames, "
                 f"{size / 1e6:.1f} MB compressed")
+
+
+def _step(opt: Any, loss: Any, net: Any) -> float:
+    """One optimiser step on ``loss`` (gradients clipped to norm 1); the loss as a float."""
+    import torch
+
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+    opt.step()
+    return float(loss.detach())
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

@@ -190,14 +190,9 @@ class CoLog(Detector):
 
     @property
     def device(self) -> str:
-        import torch
+        from logad.methods._torch import resolve_device
 
-        want = self.config.device
-        if want == "auto":
-            want = "cuda" if torch.cuda.is_available() else "cpu"
-        if want == "cuda" and not torch.cuda.is_available():
-            raise DataError("device='cuda' but no CUDA GPU is visible; use device='cpu'")
-        return want
+        return resolve_device(self.config.device)
 
     @property
     def classes(self) -> int:
