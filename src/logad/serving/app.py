@@ -410,6 +410,14 @@ class Ingress:
         self._alias[source] = (now + self.args.alias_ttl_s, mv)
         return mv
 
+    async def _serving_or_404(self, source: str) -> Any:
+        """The source's serving ModelVersion; a 404 BodyError where it has none."""
+        mv = await self._serving(source)
+        if mv is None:
+            raise BodyError(404, f"unknown source {source!r}: no serving model in registry "
+                                 f"{self.registry.root}; GET /v1/sources lists the deployed ones")
+        return mv
+
     async def _context(self, mv: Any) -> _Context:
         mid = model_id(mv.source, mv.method, mv.version)
         ctx = self._contexts.get(mid)
@@ -529,16 +537,9 @@ class Ingress:
 
     async def _detect(self, source: str, request: Request, explain: str, max_evidence: int,
                       t0: float) -> JSONResponse:
-        mv = await self._serving(source)
-        if mv is None:
-            raise BodyError(404, f"unknown source {source!r}: no serving model in registry "
-                                 f"{self.registry.root}; GET /v1/sources lists the deployed ones")
+        mv = await self._serving_or_404(source)
         ctype = request.headers.get("content-type", "")
         cenc = request.headers.get("content-encoding", "")
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > self.limits.max_body_bytes:
-            raise BodyError(413, f"body is {int(declared):,} bytes, over the limit of "
-                                 f"{self.limits.max_body_bytes:,}; send smaller batches")
         body = await self._read_body(request)
         t_read = time.perf_counter()
         # Decoding, parsing and scoring run inline on the replica's event loop, not in worker
@@ -662,10 +663,7 @@ class Ingress:
         return mid, detector
 
     async def _frames_source(self, source: str) -> Any:
-        mv = await self._serving(source)
-        if mv is None:
-            raise BodyError(404, f"unknown source {source!r}: no serving model in registry "
-                                 f"{self.registry.root}; GET /v1/sources lists the deployed ones")
+        mv = await self._serving_or_404(source)
         if not _method_reads_frames(mv.method):  # before the body is read or the model loaded
             raise _no_frames(mv)
         return mv
@@ -713,10 +711,6 @@ class Ingress:
         ctype = request.headers.get("content-type", "")
         cenc = request.headers.get("content-encoding", "")
         frame_media_type(ctype, cenc)  # 415 before the body is read
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > self.limits.max_body_bytes:
-            raise BodyError(413, f"body is {int(declared):,} bytes, over the limit of "
-                                 f"{self.limits.max_body_bytes:,}; send smaller batches")
         body = await self._read_body(request)
         t_read = time.perf_counter()
         loaded = await self._frames_detector(mv)
@@ -815,8 +809,13 @@ class Ingress:
         return Response(bytes(codec.dictionary), media_type="application/octet-stream", headers=headers)
 
     async def _read_body(self, request: Request) -> bytes:
-        """The body, refusing it (413) as soon as it passes the limit."""
+        """The body, refusing it (413) when its declared length, or what arrived so far,
+        passes the limit."""
         limit = self.limits.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise BodyError(413, f"body is {int(declared):,} bytes, over the limit of {limit:,}; "
+                                 "send smaller batches")
         parts, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
