@@ -576,6 +576,8 @@ def _replica_rows(fig: dict[str, Any]) -> tuple[str, list[dict]]:
 
 def serve_latency_body(runs: list[Run]) -> str:
     fig = figures(runs[-1])
+    if not fig.get("replicas"):  # a superseded service (Ingress + Scorer): its tables stay in the file
+        return "Its tables stay in its results file; the overview line above gives its headline."
     local = {int(k): v for k, v in fig["in_process"].items()}
     server = any("server_p50_ms" in r for r in fig["http"])
     head = ["lines/request", "concurrency", "HTTP p50 ms", "HTTP p99 ms"]
