@@ -203,7 +203,7 @@ def _text_lines(data: bytes, limits: BodyLimits) -> tuple[list[str], int]:
 
 
 # The JSON body is exactly {"lines": [string, ...]} (whitespace anywhere JSON allows it).
-_WS = re.compile(r"[ \t\n\r]*")
+JSON_WS = re.compile(r"[ \t\n\r]*")
 _AFTER_ITEM = re.compile(r"[ \t\n\r]*([,\]])[ \t\n\r]*")
 _SHAPE = 'the JSON body must be an object {"lines": ["raw log line", ...]}'
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -211,22 +211,28 @@ _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
 _KINDS = {"{": "an object", "[": "an array", '"': "a string", "t": "true", "f": "false", "n": "null"}
 
 
-def _json_error(text: str, pos: int, expected: str) -> BodyError:
-    """400 where the JSON value at ``pos`` is not valid JSON, else 422 (valid JSON, wrong shape)."""
-    pos = _WS.match(text, pos).end()
+_SYNTAX = ("a key", "':'", "',' or '}'", "',' or ']'", "the end of the body")
+
+
+def json_error(text: str, pos: int, expected: str, *, shape: str = _SHAPE,
+               error: type[BodyError] = BodyError) -> BodyError:
+    """400 where the JSON value at ``pos`` is not valid JSON, else 422 (valid JSON, but not
+    ``shape``). Shared by the scanners of the lines and frames bodies (``error`` is their
+    exception class)."""
+    pos = JSON_WS.match(text, pos).end()
     if pos >= len(text):
-        return BodyError(400, f"body is not valid JSON: it ends at character {pos:,}, where "
-                              f"{expected} should follow")
+        return error(400, f"body is not valid JSON: it ends at character {pos:,}, where "
+                          f"{expected} should follow")
     c = text[pos]
     kind = _KINDS.get(c)
     if kind in ("true", "false", "null") and not text.startswith(kind, pos):
         kind = None
     elif kind is None and _NUMBER.match(text, pos):
         kind = "a number"
-    if kind is None or expected in ("a key", "':'", "',' or '}'", "',' or ']'", "the end of the body"):
-        return BodyError(400, f"body is not valid JSON: {c!r} at character {pos:,}, where "
-                              f"{expected} should follow")
-    return BodyError(422, f"{_SHAPE}: found {kind} at character {pos:,}, where {expected} should be")
+    if kind is None or expected in _SYNTAX:
+        return error(400, f"body is not valid JSON: {c!r} at character {pos:,}, where "
+                          f"{expected} should follow")
+    return error(422, f"{shape}: found {kind} at character {pos:,}, where {expected} should be")
 
 
 def _json_lines(data: bytes, limits: BodyLimits) -> tuple[list[str], int]:
@@ -236,48 +242,49 @@ def _json_lines(data: bytes, limits: BodyLimits) -> tuple[list[str], int]:
         raise BodyError(400, f"body is not valid JSON: bad UTF-8 at byte {exc.start:,}") from None
     if text.startswith("\ufeff"):
         text = text[1:]
-    pos = _WS.match(text).end()
+    pos = JSON_WS.match(text).end()
     if not text.startswith("{", pos):
-        raise _json_error(text, pos, 'an object {"lines": [...]}')
-    pos = _WS.match(text, pos + 1).end()
+        raise json_error(text, pos, 'an object {"lines": [...]}')
+    pos = JSON_WS.match(text, pos + 1).end()
     lines: list[str] | None = None
     replaced = 0
     if not text.startswith("}", pos):
         while True:
             if not text.startswith('"', pos):
-                raise _json_error(text, pos, "a key")
-            key, pos = _string(text, pos)
+                raise json_error(text, pos, "a key")
+            key, pos = json_string(text, pos)
             if key != "lines":
                 raise BodyError(422, f'{_SHAPE}: unknown key {key[:64]!r} at character {pos:,}')
             if lines is not None:
                 raise BodyError(422, f'{_SHAPE}: "lines" is given twice (at character {pos:,})')
-            pos = _WS.match(text, pos).end()
+            pos = JSON_WS.match(text, pos).end()
             if not text.startswith(":", pos):
-                raise _json_error(text, pos, "':'")
-            pos = _WS.match(text, pos + 1).end()
+                raise json_error(text, pos, "':'")
+            pos = JSON_WS.match(text, pos + 1).end()
             if not text.startswith("[", pos):
-                raise _json_error(text, pos, 'an array ["raw log line", ...]')
+                raise json_error(text, pos, 'an array ["raw log line", ...]')
             lines, pos, replaced = _json_items(text, pos + 1, limits)
             if text.startswith(",", pos):
-                pos = _WS.match(text, pos + 1).end()
+                pos = JSON_WS.match(text, pos + 1).end()
                 continue
             if not text.startswith("}", pos):
-                raise _json_error(text, pos, "',' or '}'")
+                raise json_error(text, pos, "',' or '}'")
             break
-    pos = _WS.match(text, pos + 1).end()
+    pos = JSON_WS.match(text, pos + 1).end()
     if pos < len(text):
-        raise _json_error(text, pos, "the end of the body")
+        raise json_error(text, pos, "the end of the body")
     if lines is None:
         raise BodyError(422, f'{_SHAPE}: it has no "lines"')
     return lines, replaced
 
 
-def _string(text: str, pos: int) -> tuple[str, int]:
+def json_string(text: str, pos: int, *, error: type[BodyError] = BodyError) -> tuple[str, int]:
     """The JSON string whose opening quote is at ``pos``, and the position after it."""
     try:
         return scanstring(text, pos + 1, True)
     except ValueError as exc:  # json.JSONDecodeError: unterminated, bad escape, control character
-        raise BodyError(400, f"body is not valid JSON: {exc.msg.removesuffix(' at')} at character {exc.pos:,}") from None
+        msg = getattr(exc, "msg", str(exc)).removesuffix(" at")
+        raise error(400, f"body is not valid JSON: {msg} at character {getattr(exc, 'pos', pos):,}") from None
 
 
 def _json_items(text: str, pos: int, limits: BodyLimits) -> tuple[list[str], int, int]:
@@ -287,15 +294,15 @@ def _json_items(text: str, pos: int, limits: BodyLimits) -> tuple[list[str], int
     encoding) is replaced by U+FFFD and counted, as undecodable bytes of a text body are."""
     out: list[str] = []
     replaced = 0
-    pos = _WS.match(text, pos).end()
+    pos = JSON_WS.match(text, pos).end()
     if text.startswith("]", pos):
-        return out, _WS.match(text, pos + 1).end(), replaced
+        return out, JSON_WS.match(text, pos + 1).end(), replaced
     after = _AFTER_ITEM.match
     max_lines, max_chars = limits.max_lines, limits.max_line_chars
     while True:
         if not text.startswith('"', pos):
-            raise _json_error(text, pos, 'a string (every item of "lines" is one raw log line)')
-        item, pos = _string(text, pos)
+            raise json_error(text, pos, 'a string (every item of "lines" is one raw log line)')
+        item, pos = json_string(text, pos)
         if not item.isascii() and _SURROGATE.search(item):
             item = _SURROGATE.sub("\ufffd", item)
             replaced += 1
@@ -313,7 +320,7 @@ def _json_items(text: str, pos: int, limits: BodyLimits) -> tuple[list[str], int
                     raise _too_long(k, len(out[k]), limits)
         m = after(text, pos)
         if m is None:
-            raise _json_error(text, pos, "',' or ']'")
+            raise json_error(text, pos, "',' or ']'")
         pos = m.end()
         if m.group(1) == "]":
             return out, pos, replaced

@@ -35,13 +35,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 import zlib
 from dataclasses import dataclass
-from json.decoder import scanstring
 from typing import Any
 
-from logad.serving.body import BodyError
+from logad.serving.body import JSON_WS, BodyError, json_error, json_string
 
 __all__ = [
     "BINARY_TYPES", "FRAME_JSON_TYPES", "ID_MAGIC", "SKIPPABLE_MAGIC", "ZSTD_MAGIC", "Frame",
@@ -312,31 +310,17 @@ def check_zlib_frame(data: bytes, spec: FrameSpec, name: str) -> None:
 
 # -- JSON: {"frames": [{"id": ..., "data": ...}, ...]} --------------------------------------------
 
-_WS = re.compile(r"[ \t\n\r]*")
 _SHAPE = 'the JSON body must be an object {"frames": [{"id": "optional id", "data": "<base64>"}, ...]}'
+_WS = JSON_WS
 
 
 def _json_fail(text: str, pos: int, expected: str) -> FrameBodyError:
     """400 where the text at ``pos`` is not JSON at all, else 422 (valid JSON, wrong shape)."""
-    pos = _WS.match(text, pos).end()
-    if pos >= len(text):
-        return FrameBodyError(400, f"body is not valid JSON: it ends at character {pos:,}, where {expected} "
-                                   "should follow")
-    c = text[pos]
-    if c in '{["-0123456789tfn' and expected not in ("a key", "':'", "',' or '}'", "',' or ']'",
-                                                    "the end of the body"):
-        return FrameBodyError(422, f"{_SHAPE}: found {c!r} at character {pos:,}, where {expected} should be")
-    return FrameBodyError(400, f"body is not valid JSON: {c!r} at character {pos:,}, where {expected} "
-                               "should follow")
+    return json_error(text, pos, expected, shape=_SHAPE, error=FrameBodyError)  # type: ignore[return-value]
 
 
 def _jstring(text: str, pos: int) -> tuple[str, int]:
-    try:
-        return scanstring(text, pos + 1, True)
-    except ValueError as exc:
-        msg = getattr(exc, "msg", str(exc)).removesuffix(" at")
-        raise FrameBodyError(400, f"body is not valid JSON: {msg} at character "
-                                  f"{getattr(exc, 'pos', pos):,}") from None
+    return json_string(text, pos, error=FrameBodyError)
 
 
 def parse_json_frames(body: bytes, *, max_frames: int, max_frame_bytes: int) -> list[tuple[str | None, bytes]]:
