@@ -771,7 +771,7 @@ def clad_compare_body(runs: list[Run]) -> str:
             cells.append("–" if a is None else f"**{a['f1']['mean']:.3f}** ± {a['f1']['std']:.3f} "
                          f"({a['auroc']['mean']:.3f})")
         rows.append([m, *cells])
-    head = ["method", *(f"{k} ({d['protocol']})" for k, d in data.items())]
+    head = ["method", *(f"{k} ({', '.join([d['protocol'], *d.get('split_params', [])])})" for k, d in data.items())]
     seeds = next(iter(data.values()))["aggregate"][methods[0]]["f1"]["n"] if methods else 0
     return (f"Window F1 at each method's own threshold, mean ± std over {seeds} seed(s), AUROC in brackets; "
             "the full tables are in the results file.\n\n" + table(head, rows))
