@@ -220,6 +220,17 @@ def test_explanations_name_top_features_with_values_and_shap(line_model):
     for e in out:
         shaps = [abs(f.shap) for f in e.features]
         assert shaps == sorted(shaps, reverse=True) and len(shaps) <= det.config.top_features
+    # each window is explained by its strongest line, each distinct line once: windows that
+    # share it share its features, which are that line's own SHAP explanation
+    from logad.methods._lines import flatten_lines
+
+    batch = flatten_lines(test.iloc[:20])
+    ux, _ = det.featurizer.line_matrix(batch)
+    lines = det.score_lines(test.iloc[:20])
+    starts = np.concatenate(([0], np.cumsum(batch.counts)[:-1]))
+    best = [batch.unique[s + int(np.argmax(lines[s:s + n]))] for s, n in zip(starts, batch.counts, strict=True)]
+    assert len(set(best)) < len(best)  # sliding windows: some share their strongest line
+    assert [e.features for e in out] == [det.top_features(ux[[b]])[0] for b in best]
 
 
 @pytest.mark.parametrize("family", ["xgboost", "lightgbm", "random-forest", "logistic-regression"])

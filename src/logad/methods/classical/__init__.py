@@ -451,11 +451,14 @@ class Classical(Detector):
         lines = up[batch.unique] if batch.num_lines else np.zeros(0)
         scores = window_max(batch, lines)
         starts = np.concatenate(([0], np.cumsum(batch.counts)[:-1])).astype(np.int64)
-        # explain each window's strongest line (one SHAP call for the whole batch)
+        # explain each window's strongest line: one SHAP call for the whole batch, over the
+        # distinct lines only (sliding windows share their strongest line with their neighbours)
         best = [int(starts[w] + np.argmax(lines[starts[w]: starts[w] + n])) if n else -1
                 for w, n in enumerate(batch.counts)]
-        rows = [batch.unique[b] for b in best if b >= 0]
-        feats = iter(self.top_features(ux[rows]) if rows else [])
+        rows = np.asarray([batch.unique[b] for b in best if b >= 0], dtype=np.int64)
+        distinct, which = np.unique(rows, return_inverse=True)
+        top = self.top_features(ux[distinct]) if len(distinct) else []
+        feats = iter([list(top[i]) for i in which])
         k = self.config.top_features
         for w, n in enumerate(batch.counts):
             s = lines[starts[w]: starts[w] + n]
