@@ -35,7 +35,7 @@ DATA_PIPELINES = ROOT / "data_pipelines"
 pytestmark = pytest.mark.usefixtures("ray_session")
 
 LIMITS = {"max_body_bytes": 1 << 20, "max_decompressed_bytes": 4 << 20, "max_lines": 50_000,
-          "max_line_chars": 8192, "alias_ttl_s": 0.5}
+          "max_line_chars": 8192, "alias_ttl_s": 0.5, "max_held_body_bytes": 3 << 19}  # 1.5 MiB
 MiB = 1 << 20
 
 
@@ -244,6 +244,55 @@ def test_hostile_requests_get_a_4xx_with_a_reason_in_bounded_memory(service):
     assert _replica_pids() == [pid]  # the replica never died
     out = _detect(service, good)
     assert out["windows"] == ref["windows"]
+
+
+def _slow_upload(service, declared: int, sent: bytes):
+    """A detect request that declares ``declared`` body bytes, sends ``sent`` and waits."""
+    import socket
+    from urllib.parse import urlsplit
+
+    u = urlsplit(service.url)
+    sock = socket.create_connection((u.hostname, u.port), timeout=30)
+    sock.sendall((f"POST /v1/sources/hdfs/detect HTTP/1.1\r\nHost: {u.hostname}:{u.port}\r\n"
+                  f"Authorization: Bearer {service.token}\r\nContent-Type: text/plain\r\n"
+                  f"Content-Length: {declared}\r\n\r\n").encode() + sent)
+    return sock
+
+
+def _until(status: int, send, timeout_s: float = 30.0) -> requests.Response:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        r = send()
+        if r.status_code == status or time.monotonic() > deadline:
+            return r
+        time.sleep(0.2)
+
+
+def test_bodies_held_at_once_are_capped_per_replica_and_released(service):
+    """Two slow uploads of 1 MiB each would hold 2 MiB in the replica (the cap is 1.5):
+    the second gets 503 with Retry-After while the first is held, and once the first
+    ends (its client hangs up halfway) the replica holds nothing and serves again."""
+    body = "\n".join(service.lines).encode()[: 900 << 10]
+    body = body[: body.rfind(b"\n") + 1]
+    assert len(body) > 600 << 10
+
+    def send() -> requests.Response:
+        return requests.post(f"{service.url}/v1/sources/hdfs/detect", data=body, timeout=60,
+                             headers={**service.auth, **TEXT})
+
+    assert send().status_code == 200
+    holder = _slow_upload(service, MiB, body[:4096])
+    try:
+        r = _until(503, send)  # the holder's request reaches the replica within moments
+        assert r.status_code == 503, (r.status_code, r.text[:300])
+        assert "retry" in r.json()["detail"] and r.headers.get("Retry-After") == "1"
+    finally:
+        holder.close()  # the client goes away in the middle of its body
+    r = _until(200, send)
+    assert r.status_code == 200, (r.status_code, r.text[:300])
+    assert _replica_pids() == [service.pid]
 
 
 def test_a_lone_surrogate_escape_is_replaced_and_counted(service):

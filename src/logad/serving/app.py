@@ -105,6 +105,10 @@ class AppArgs(BaseModel):
     alias_ttl_s: float = Field(1.0, ge=0, le=60, description="How long the ingress caches a source's "
                                "serving alias; a promotion is served at most this long after it.")
     max_body_bytes: int = Field(16 << 20, gt=0, description="Largest body as sent (413 above).")
+    max_held_body_bytes: int = Field(256 << 20, gt=0, description="Most bytes of request bodies (as sent) "
+                                     "one replica holds at once, from the first byte received to the response; "
+                                     "a request that would pass it gets 503 with Retry-After, and the client "
+                                     "retries (the cap that keeps 64 concurrent uploads from holding 1 GiB).")
     max_decompressed_bytes: int = Field(64 << 20, gt=0, description="Largest body after "
                                         "decompression (413 above; the decompression-bomb guard).")
     max_lines: int = Field(200_000, gt=0, description="Most lines in one request (413 above).")
@@ -375,6 +379,7 @@ class Ingress:
         self.limits = BodyLimits(self.args.max_body_bytes, self.args.max_decompressed_bytes,
                                  self.args.max_lines, self.args.max_line_chars)
         self._alias: dict[str, tuple[float, Any]] = {}
+        self._held_bytes = 0  # request bodies held now (see _read_body)
         self._contexts: OrderedDict[str, _Context] = OrderedDict()
         self._lines = Counter("logad_detect_lines", "raw lines received", tag_keys=("source",))
         self._windows = Counter("logad_detect_windows", "windows scored", tag_keys=("source",))
@@ -532,8 +537,9 @@ class Ingress:
         try:
             return await self._detect(source, request, explain, max_evidence, t0)
         except BodyError as exc:
-            self._rejected.inc(tags={"status": str(exc.status)})
-            return _error(exc.status, exc.reason)
+            return self._refused(exc)
+        finally:
+            self._release(request)
 
     async def _detect(self, source: str, request: Request, explain: str, max_evidence: int,
                       t0: float) -> JSONResponse:
@@ -703,8 +709,9 @@ class Ingress:
         try:
             return await self._frames(source, request, t0)
         except BodyError as exc:
-            self._rejected.inc(tags={"status": str(exc.status)})
-            return _error(exc.status, exc.reason)
+            return self._refused(exc)
+        finally:
+            self._release(request)
 
     async def _frames(self, source: str, request: Request, t0: float) -> JSONResponse:
         mv = await self._frames_source(source)
@@ -810,19 +817,43 @@ class Ingress:
 
     async def _read_body(self, request: Request) -> bytes:
         """The body, refusing it (413) when its declared length, or what arrived so far,
-        passes the limit."""
+        passes the limit, and (503) when the replica already holds too many bodies' bytes.
+        The bytes count against ``max_held_body_bytes`` until the handler's ``_release``."""
         limit = self.limits.max_body_bytes
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
             raise BodyError(413, f"body is {int(declared):,} bytes, over the limit of {limit:,}; "
                                  "send smaller batches")
+        if declared and declared.isdigit():
+            self._hold(request, int(declared))
         parts, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
                 raise BodyError(413, f"body is over the limit of {limit:,} bytes; send smaller batches")
+            held = getattr(request.state, "held_bytes", 0)
+            if size > held:  # no (or a short) declared length: count the bytes as they come
+                self._hold(request, size - held)
             parts.append(chunk)
         return b"".join(parts)
+
+    def _hold(self, request: Request, n: int) -> None:
+        """Count ``n`` more body bytes against the replica's cap (503 where they would pass it)."""
+        held = getattr(request.state, "held_bytes", 0)
+        if self._held_bytes + n > self.args.max_held_body_bytes:
+            raise BodyError(503, f"this replica holds {self._held_bytes:,} bytes of request bodies; "
+                                 f"{n:,} more would pass its limit of {self.args.max_held_body_bytes:,}: "
+                                 "retry shortly")
+        self._held_bytes += n
+        request.state.held_bytes = held + n
+
+    def _release(self, request: Request) -> None:
+        self._held_bytes -= getattr(request.state, "held_bytes", 0)
+        request.state.held_bytes = 0
+
+    def _refused(self, exc: BodyError) -> JSONResponse:
+        self._rejected.inc(tags={"status": str(exc.status)})
+        return _error(exc.status, exc.reason, **({"Retry-After": "1"} if exc.status == 503 else {}))
 
 
 def build_app(args: dict[str, Any] | None = None) -> Any:

@@ -293,7 +293,8 @@ _WHY = {
     415: "Content-Type not application/json or text/plain, or Content-Encoding not gzip, zstd or identity.",
     409: "The source's serving model does not read frames (a method other than clad).",
     422: "JSON not of the form {\"lines\": [strings]}, no non-blank line, or a bad query parameter.",
-    503: "The source's model cannot be used (server side; other sources keep working).",
+    503: "The source's model cannot be used (server side; other sources keep working), or the replica "
+         "holds max_held_body_bytes of request bodies already (with Retry-After: retry).",
 }
 
 
