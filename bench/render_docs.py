@@ -14,6 +14,7 @@ so rendering twice gives the same bytes.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import re
 import sys
@@ -773,8 +774,10 @@ def clad_compare_body(runs: list[Run]) -> str:
         rows.append([m, *cells])
     head = ["method", *(f"{k} ({', '.join([d['protocol'], *d.get('split_params', [])])})" for k, d in data.items())]
     seeds = next(iter(data.values()))["aggregate"][methods[0]]["f1"]["n"] if methods else 0
+    configs = [f"{k}: {m} `{json.dumps(c)}`" for k, d in data.items() for m, c in d.get("configs", {}).items()]
+    note = f"\n\nNot the defaults: {'; '.join(configs)}." if configs else ""
     return (f"Window F1 at each method's own threshold, mean ± std over {seeds} seed(s), AUROC in brackets; "
-            "the full tables are in the results file.\n\n" + table(head, rows))
+            "the full tables are in the results file.\n\n" + table(head, rows) + note)
 
 
 RENDERERS: dict[str, Renderer] = {
