@@ -111,3 +111,7 @@ def test_compare_command_writes_one_table(tmp_path, normal, capsys):
     assert len(result["runs"]["pca"]) == 2 and result["split"]["num_test_anomalous"] == 50
     table = (tmp_path / "out" / "comparison.md").read_text()
     assert "oracle F1 (upper bound)" in table and "| pca |" in table
+    # the floor: flagging all of a test part with 50 anomalous windows of 200 (p = 0.25)
+    assert result["split"]["num_test"] == 200
+    assert result["flag_all_f1"]["mean"] == pytest.approx(2 * 0.25 / 1.25)
+    assert "Flagging every test window: F1 0.4000" in table

@@ -176,6 +176,7 @@ def test_compare_runs_every_fold_with_a_line_table(tmp_path, capsys):
         assert f"### Held out: `{name}`" in md and "Lines (line-level methods" in md
         assert f", held out `{name}`:" in md
     assert "### Mean over 3 folds" in md and "| pca |" in md
+    assert result["flag_all_f1"]["n"] == 3 and "Flagging every test window" in md
     assert "every source held out in turn (casper-rw, dfrws, extra)" in md
     out = capsys.readouterr().out
     assert "[dfrws] seed 1: unseen" in out and "line F1" in out
