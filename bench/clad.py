@@ -285,6 +285,7 @@ def compare(datasets: list[str], seeds: list[int]) -> dict[str, Any]:
         out[name] = {"protocol": protocol, "windows": str(Path(folder).relative_to(ROOT)),
                      "split_params": SPLIT_PARAMS.get(name, []), "configs": METHOD_CONFIGS.get(name, {}),
                      "aggregate": result["aggregate"], "split": result.get("splits") or result.get("split"),
+                     "flag_all_f1": result.get("flag_all_f1"),
                      "table": (dest / "comparison.md").read_text().split("\n\n", 2)[-1],
                      "wall_s": time.perf_counter() - t0}
     return out

@@ -772,6 +772,10 @@ def clad_compare_body(runs: list[Run]) -> str:
             cells.append("–" if a is None else f"**{a['f1']['mean']:.3f}** ± {a['f1']['std']:.3f} "
                          f"({a['auroc']['mean']:.3f})")
         rows.append([m, *cells])
+    if any(d.get("flag_all_f1") for d in data.values()):  # runs since logad compare reports the floor
+        rows.append(["flag every window", *("–" if not d.get("flag_all_f1") else
+                                            f"{d['flag_all_f1']['mean']:.3f} ± {d['flag_all_f1']['std']:.3f}"
+                                            for d in data.values())])
     head = ["method", *(f"{k} ({', '.join([d['protocol'], *d.get('split_params', [])])})" for k, d in data.items())]
     seeds = next(iter(data.values()))["aggregate"][methods[0]]["f1"]["n"] if methods else 0
     configs = [f"{k}: {m} `{json.dumps(c)}`" for k, d in data.items() for m, c in d.get("configs", {}).items()]
