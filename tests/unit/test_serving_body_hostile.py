@@ -46,7 +46,7 @@ def test_any_list_of_lines_reads_back_as_json_loads_reads_it(lines, ascii_only, 
 
 
 _json = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _line,
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | _line,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_line, inner, max_size=4),
     max_leaves=20,
 )
