@@ -65,6 +65,8 @@ import numpy as np  # noqa: E402
 from _common import DATASETS, ROOT, classical_variant, forensic_folder, record  # noqa: E402
 from _common import ingest as _ingest  # noqa: E402
 
+from logad.evaluation.metrics import flag_all_f1  # noqa: E402
+
 WORK = ROOT / "bench" / "scratch"
 LOGAD = str(Path(sys.executable).with_name("logad"))
 FASTLOGAD_SHORT = {"warmup_epochs": 1, "epochs": 3, "min_hst_steps": 0, "explain_head_epochs": 0}
@@ -112,12 +114,6 @@ def test_lines(test) -> tuple[int, int, int]:
             known = hasattr(lab, "__len__") and lab[i] is not None
             labels[(inp, *key)] = int(known and lab[i] == 1)
     return total, len(labels), sum(labels.values())
-
-
-def flag_all_f1(n: int, anomalous: int) -> float:
-    """F1 of flagging everything: the floor a detector must beat where anomalies are common."""
-    p = anomalous / n if n else 0.0
-    return 2 * p / (1 + p)
 
 
 def bgl_categories(part) -> dict[str, int]:

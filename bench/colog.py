@@ -77,9 +77,10 @@ def _line_floor(test) -> tuple[int, int, float]:
         for i, (f, n, y) in enumerate(zip(files, r.line_numbers, r.line_labels, strict=True)):
             if y is not None:
                 labels[(getattr(r, "input", None), f, n if f is not None else (r.window_id, i))] = int(y)
+    from logad.evaluation.metrics import flag_all_f1
+
     n, bad = len(labels), sum(labels.values())
-    p = bad / n if n else 0.0
-    return n, bad, 2 * p / (1 + p) if bad else 0.0
+    return n, bad, flag_all_f1(n, bad)
 
 
 def _figs(agg: dict[str, Any]) -> dict[str, dict[str, float]]:

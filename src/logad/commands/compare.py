@@ -75,7 +75,7 @@ def compare_methods(windows, methods: list[str], protocol: str, split_params: di
     """
     from logad.errors import DataError
     from logad.evaluation.lines import evaluate_lines, line_frame
-    from logad.evaluation.metrics import aggregate_runs
+    from logad.evaluation.metrics import aggregate_runs, flag_all_f1
     from logad.evaluation.report import evaluate_scores
     from logad.evaluation.splits import split_windows
     from logad.methods import get_method
@@ -134,12 +134,13 @@ def compare_methods(windows, methods: list[str], protocol: str, split_params: di
                     line_note = ", no labelled lines"
             log(f"seed {seed}: {name:<18} F1 {f1:.4f}{line_note}  (train {train_s:.1f} s, {infer_ms:.3f} ms/window, "
                 f"{len(split.test)} test windows)")
-        floors.append(flag_all_f1(split.test["label"]))
+        test_labels = split.test["label"].dropna()
+        floors.append({"f1": flag_all_f1(len(test_labels), int((test_labels == 1).sum()))})
     d = split.description
     out = {"protocol": protocol, "split_params": split_params, "seeds": seeds,
            "split": {k: v for k, v in d.items() if isinstance(v, int | float | str)},
            "runs": runs, "aggregate": {k: aggregate_runs(v) for k, v in runs.items()},
-           "flag_all_f1": _mean_std(floors)}
+           "flag_all_f1": aggregate_runs(floors)["f1"]}
     if line_runs:
         out["lines"] = {"runs": line_runs, "aggregate": {k: aggregate_runs(v) for k, v in line_runs.items()}}
     if keep_scores:
@@ -147,24 +148,6 @@ def compare_methods(windows, methods: list[str], protocol: str, split_params: di
     if keep_fits:
         out["fits"] = fits
     return out
-
-
-def flag_all_f1(labels) -> float:
-    """The window F1 of flagging every labelled test window: 2p / (1 + p) for an anomalous
-    share p. The floor a method has to beat where anomalies are common (0 where none is)."""
-    import pandas as pd
-
-    y = pd.Series(labels).dropna().astype(float)
-    p = float(y.mean()) if len(y) else 0.0
-    return 2 * p / (1 + p) if p else 0.0
-
-
-def _mean_std(values: list[float]) -> dict[str, Any]:
-    import numpy as np
-
-    v = np.asarray(values, dtype=float)
-    return {"mean": float(v.mean()) if len(v) else float("nan"),
-            "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "n": int(len(v))}
 
 
 def _mean_over_folds(aggregates: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
@@ -200,6 +183,7 @@ def compare_folds(windows, methods: list[str], split_params: dict[str, Any], see
     listed under ``skipped_folds``.
     """
     from logad.errors import DataError
+    from logad.evaluation.metrics import aggregate_runs
     from logad.evaluation.splits import LOSO, protocol_sources, split_windows
 
     sources = protocol_sources(windows, by=split_params.get("by", "auto"))
@@ -227,7 +211,7 @@ def compare_folds(windows, methods: list[str], split_params: dict[str, Any], see
         "protocol": LOSO, "split_params": split_params, "seeds": seeds, "sources": sources,
         "folds": folds, "skipped_folds": skipped,
         "aggregate": _mean_over_folds([f["aggregate"] for f in folds]),
-        "flag_all_f1": _mean_std([f["flag_all_f1"]["mean"] for f in folds]),
+        "flag_all_f1": aggregate_runs([{"f1": f["flag_all_f1"]["mean"]} for f in folds])["f1"],
     }
     line_folds = [f["lines"]["aggregate"] for f in folds if "lines" in f]
     if line_folds:
@@ -255,11 +239,13 @@ LINES_NOTE = ("Lines (line-level methods; one row per distinct input line of the
 
 
 def _tables(result: dict[str, Any], where: str = "") -> str:
+    from logad.evaluation.metrics import format_mean_std
+
     text = format_table(result["aggregate"])
     floor = result.get("flag_all_f1")
     if floor:
-        text += (f"\n\nFlagging every test window: F1 {floor['mean']:.4f} ± {floor['std']:.4f} (the floor a "
-                 "method has to beat where anomalies are common).")
+        text += (f"\n\nFlagging every test window: F1 {format_mean_std(floor)} (the floor a method has to "
+                 "beat where anomalies are common).")
     if "lines" in result:
         text += f"\n\n{LINES_NOTE}{where}:\n\n" + format_table(result["lines"]["aggregate"])
     return text

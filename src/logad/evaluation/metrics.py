@@ -12,7 +12,7 @@ import numpy as np
 
 from logad.errors import DataError
 
-__all__ = ["METRIC_NAMES", "aggregate_runs", "binary_metrics", "format_mean_std"]
+__all__ = ["METRIC_NAMES", "aggregate_runs", "binary_metrics", "flag_all_f1", "format_mean_std"]
 
 METRIC_NAMES = ("precision", "recall", "f1", "auroc", "aupr")
 
@@ -60,6 +60,13 @@ def binary_metrics(
         "threshold": float(threshold),
         "tp": tp, "fp": fp, "fn": fn, "tn": tn,
     }
+
+
+def flag_all_f1(n: int, anomalous: int) -> float:
+    """F1 of flagging all ``n`` items of which ``anomalous`` are anomalous: 2p / (1 + p) for
+    the anomalous share p. The floor a detector has to beat where anomalies are common."""
+    p = anomalous / n if n else 0.0
+    return 2 * p / (1 + p)
 
 
 def aggregate_runs(runs: Iterable[Mapping[str, float]], keys: Sequence[str] | None = None) -> dict[str, dict[str, float]]:

@@ -820,32 +820,29 @@ class Ingress:
         passes the limit, and (503) when the replica already holds too many bodies' bytes.
         The bytes count against ``max_held_body_bytes`` until the handler's ``_release``."""
         limit = self.limits.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise BodyError(413, f"body is {int(declared):,} bytes, over the limit of {limit:,}; "
-                                 "send smaller batches")
-        if declared and declared.isdigit():
-            self._hold(request, int(declared))
+        declared = request.headers.get("content-length", "")
+        expected = int(declared) if declared.isdigit() else 0
+        if expected > limit:
+            raise BodyError(413, f"body is {expected:,} bytes, over the limit of {limit:,}; send smaller batches")
+        self._hold(request, expected)
         parts, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
                 raise BodyError(413, f"body is over the limit of {limit:,} bytes; send smaller batches")
-            held = getattr(request.state, "held_bytes", 0)
-            if size > held:  # no (or a short) declared length: count the bytes as they come
-                self._hold(request, size - held)
+            if size > request.state.held_bytes:  # no (or a short) declared length: count bytes as they come
+                self._hold(request, size - request.state.held_bytes)
             parts.append(chunk)
         return b"".join(parts)
 
     def _hold(self, request: Request, n: int) -> None:
         """Count ``n`` more body bytes against the replica's cap (503 where they would pass it)."""
-        held = getattr(request.state, "held_bytes", 0)
-        if self._held_bytes + n > self.args.max_held_body_bytes:
-            raise BodyError(503, f"this replica holds {self._held_bytes:,} bytes of request bodies; "
-                                 f"{n:,} more would pass its limit of {self.args.max_held_body_bytes:,}: "
-                                 "retry shortly")
+        cap = self.args.max_held_body_bytes
+        if self._held_bytes + n > cap:
+            raise BodyError(503, f"this replica holds {self._held_bytes:,} bytes of request bodies; {n:,} more "
+                                 f"would pass its limit of {cap:,}: retry shortly", headers={"Retry-After": "1"})
         self._held_bytes += n
-        request.state.held_bytes = held + n
+        request.state.held_bytes = getattr(request.state, "held_bytes", 0) + n
 
     def _release(self, request: Request) -> None:
         self._held_bytes -= getattr(request.state, "held_bytes", 0)
@@ -853,7 +850,7 @@ class Ingress:
 
     def _refused(self, exc: BodyError) -> JSONResponse:
         self._rejected.inc(tags={"status": str(exc.status)})
-        return _error(exc.status, exc.reason, **({"Retry-After": "1"} if exc.status == 503 else {}))
+        return _error(exc.status, exc.reason, **exc.headers)
 
 
 def build_app(args: dict[str, Any] | None = None) -> Any:

@@ -35,10 +35,11 @@ ENCODINGS = ("identity", "gzip", "x-gzip", "zstd")
 class BodyError(Exception):
     """A bad request body; ``status`` is the HTTP status to answer with."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.headers = headers or {}
 
 
 @dataclass(frozen=True)
