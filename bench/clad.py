@@ -383,7 +383,7 @@ def main() -> None:
             out["headline"] = "clad F1 " + ", ".join(
                 f"{k} {r['aggregate']['clad']['f1']['mean']:.3f}" for k, r in out.items() if "clad" in r["aggregate"])
             record(f"CLAD beside fastlogad, unseen and deeplog (logad compare: {', '.join(names)})", md, out,
-                   f"clad_compare_{'_'.join(names)}.json")
+                   "clad_compare.json")  # one file: the page shows each dataset's latest run
     if "speed" in args.only:
         r = speed(seed=args.seed)
         md = speed_markdown(r)

@@ -148,6 +148,7 @@ class Renderer:
     body: Callable[[list[Run]], str]
     headline: Callable[[list[Run]], str]
     notes: Callable[[list[Run]], str] | None = None
+    title: str | None = None  # the section's title where it is not the latest run's
 
 
 def figures(run: Run) -> dict[str, Any]:
@@ -191,7 +192,7 @@ def headline(name: str, runs: list[Run]) -> str:
 
 
 def _section(name: str, runs: list[Run], r: Renderer) -> str:
-    parts = [f"## {runs[-1]['title']}", run_header(name, runs), r.body(runs).strip()]
+    parts = [f"## {r.title or runs[-1]['title']}", run_header(name, runs), r.body(runs).strip()]
     if r.notes:
         notes = r.notes(runs).strip()
         if notes:
@@ -543,9 +544,8 @@ def tune_body(runs: list[Run]) -> str:
             + table(["trials", "wall s", "trials/hour", "most at once", "stopped early"],
                     [[fig["trials"], round(fig["wall_s"]), round(fig["trials_per_hour"]), fig["max_concurrent"],
                       fig["stopped_early"]]], "rrrrr"))
-    block = re.search(r"```\n.*?\n```", run.get("markdown", ""), re.S)
-    if block:
-        text += "\n\nTrials of the latest run:\n\n" + block.group(0)
+    if "```" in run.get("markdown", ""):
+        text += "\n\nEach trial's configuration and result is in the results file."
     return text
 
 
@@ -651,12 +651,12 @@ def serve_load_body(runs: list[Run]) -> str:
             f"- replicas: peak {peak}; first above 1 at t={s['first_scale_up_s']}s; back to 1 at "
             f"t={s['back_to_one_s']}s\n\n")
     cols = [k for k in fig["timeline"][0] if k != "t"]
-    rows, last, last_t = [], None, -10.0
-    for r in fig["timeline"]:  # the rows where something changed, and one every 5 s
+    rows, last = [], None
+    for r in fig["timeline"]:  # the rows where something changed
         key = tuple(min(r[c], 1) if c == "in_flight" else r[c] for c in cols)
-        if key != last or r["t"] - last_t >= 5:
+        if key != last:
             rows.append([r["t"], *(r[c] for c in cols)])
-            last, last_t = key, r["t"]
+            last = key
     names = {"in_flight": "requests in flight", "running": "replicas running", "starting": "replicas starting"}
     return text + table(["t (s)", *(names.get(c, c.replace("_", " ")) for c in cols)], rows, "r" * (len(cols) + 1))
 
@@ -672,7 +672,7 @@ def serve_load_headline(runs: list[Run]) -> str:
 
 def serve_load_notes(runs: list[Run]) -> str:
     return ("Replica counts are sampled about every half second from `serve.status()`; the table keeps the rows where "
-            "something changed and one every 5 s. New replicas start slowly on saturated cores (importing torch "
+            "something changed. New replicas start slowly on saturated cores (importing torch "
             "dominates): [serving.md](serving.md) says what that means for bursts.")
 
 
@@ -751,19 +751,45 @@ def serve_faults_headline(runs: list[Run]) -> str:
             f"({s['failed_without_retry']} without); replica back in {s['replica_replaced_s']:.1f} s")
 
 
+def without_long_tables(runs: list[Run], rows: int = 12) -> str:
+    """What the script printed, less its tables of more than ``rows`` rows (they stay in
+    the results file): the summary lines around them carry the figures."""
+    out, block = [], []
+    for ln in (generic_body(runs) + "\n").splitlines():
+        if ln.startswith("|"):
+            block.append(ln)
+            continue
+        if block:
+            out += block if len(block) - 2 <= rows else [f"(Its table of {len(block) - 2} rows is in the results file.)"]
+            block = []
+        out.append(ln)
+    return "\n".join(out).strip()
+
+
 def serve_hostile_headline(runs: list[Run]) -> str:
     f = figures(runs[-1])
     return (f"{f['hostile_requests']} hostile requests: {f['server_errors_5xx']} 5xx; "
             f"{f['good_succeeded']}/{f['good_requests']} good requests served")
 
 
+def _clad_compare_latest(runs: list[Run]) -> dict[str, tuple[Run, dict[str, Any]]]:
+    """Each dataset's figures from the latest run that compared on it (a run covers one or
+    more datasets), in the order of the datasets' first runs."""
+    latest: dict[str, tuple[Run, dict[str, Any]]] = {}
+    for run in runs:
+        for k, v in figures(run).items():
+            if isinstance(v, dict) and "aggregate" in v:
+                latest[k] = (run, v)
+    return latest
+
+
 def clad_compare_body(runs: list[Run]) -> str:
-    """One `logad compare` run beside CLAD: window F1 (mean ± std over seeds) and AUROC per
-    method and dataset; the full tables (line tables, DeepLog at k = 9, timings) stay in the
-    results file."""
-    run = runs[-1]
-    data = {k: v for k, v in figures(run).items() if isinstance(v, dict) and "aggregate" in v}
-    methods = list(next(iter(data.values()))["aggregate"]) if data else []
+    """The `logad compare` runs beside CLAD, one column per dataset from its latest run:
+    window F1 (mean ± std over seeds) and AUROC per method; the full tables (line tables,
+    timings) stay in the results file."""
+    latest = _clad_compare_latest(runs)
+    data = {k: d for k, (_, d) in latest.items()}
+    methods = list(dict.fromkeys(m for d in data.values() for m in d["aggregate"]))
     rows = []
     for m in methods:
         cells = []
@@ -776,12 +802,21 @@ def clad_compare_body(runs: list[Run]) -> str:
         rows.append(["flag every window", *("–" if not d.get("flag_all_f1") else
                                             f"{d['flag_all_f1']['mean']:.3f} ± {d['flag_all_f1']['std']:.3f}"
                                             for d in data.values())])
-    head = ["method", *(f"{k} ({', '.join([d['protocol'], *d.get('split_params', [])])})" for k, d in data.items())]
-    seeds = next(iter(data.values()))["aggregate"][methods[0]]["f1"]["n"] if methods else 0
+    head = ["method", *(f"{k} ({', '.join([d['protocol'], *d.get('split_params', [])])}; "
+                        f"{d['aggregate']['clad']['f1']['n'] if 'clad' in d['aggregate'] else '?'} seeds)"
+                        for k, d in data.items())]
+    shown = list(dict.fromkeys(run["date"] for run, _ in latest.values()))
+    sources = "; ".join(f"{k}: {run['date']}" for k, (run, _) in latest.items())
     configs = [f"{k}: {m} `{json.dumps(c)}`" for k, d in data.items() for m, c in d.get("configs", {}).items()]
     note = f"\n\nNot the defaults: {'; '.join(configs)}." if configs else ""
-    return (f"Window F1 at each method's own threshold, mean ± std over {seeds} seed(s), AUROC in brackets; "
-            "the full tables are in the results file.\n\n" + table(head, rows) + note)
+    return (f"Window F1 at each method's own threshold, mean ± std over seeds, AUROC in brackets, each "
+            f"dataset from its latest run ({len(shown)} runs: {sources}); the full tables are in the results "
+            "file.\n\n" + table(head, rows) + note)
+
+
+def clad_compare_headline(runs: list[Run]) -> str:
+    return "clad window F1 " + ", ".join(f"{k} {d['aggregate']['clad']['f1']['mean']:.3f}"
+                                         for k, (_, d) in _clad_compare_latest(runs).items() if "clad" in d["aggregate"])
 
 
 RENDERERS: dict[str, Renderer] = {
@@ -799,8 +834,9 @@ RENDERERS: dict[str, Renderer] = {
     "colog": Renderer(generic_body, colog_headline),
     "hostile_ingest": Renderer(generic_body, hostile_ingest_headline),
     "serve_faults": Renderer(generic_body, serve_faults_headline),
-    "clad_compare": Renderer(clad_compare_body, generic_headline),
-    "serve_hostile": Renderer(generic_body, serve_hostile_headline),
+    "clad_compare": Renderer(clad_compare_body, clad_compare_headline,
+                             title="CLAD beside fastlogad, unseen and deeplog (logad compare)"),
+    "serve_hostile": Renderer(without_long_tables, serve_hostile_headline),
 }
 # Results files of one kind: compare_methods_hdfs.json, serve_latency_threads0.json, ...
 KIND_PREFIXES = {"compare_methods_": "compare_methods", "clad_compare": "clad_compare", "colog": "colog", "classical_with": "classical_variant", "serve_latency_threads": "serve_latency",
@@ -834,7 +870,7 @@ def load_all(results: Path) -> dict[str, list[Run]]:
 def render(results: Path = RESULTS) -> str:
     benches = load_all(results)
     overview = table(["benchmark", "results file", "latest run", "runs", "current figure"],
-                     [[runs[-1]["title"], f"`{name}.json`", runs[-1]["date"], len(runs),
+                     [[renderer(name).title or runs[-1]["title"], f"`{name}.json`", runs[-1]["date"], len(runs),
                        headline(name, runs)] for name, runs in benches.items()], "lllrl")
     sections = [section(name, runs, renderer(name)) for name, runs in benches.items()]
     return INTRO + "\n" + overview + "\n\n" + "\n".join(sections)
