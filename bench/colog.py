@@ -19,7 +19,9 @@ One run measures:
    * Liberty, LogLLM's Liberty_test1.csv with its item labels, 10-line windows,
      ``chronological``.
 
-   The flag-every-line F1 of each test part is the floor.
+   The flag-every-line F1 of each test part is the floor. Where every forensic host is
+   held out in turn, each line-level method's held-out lines are also scored at the cut
+   chosen on the other hosts' held-out lines: whether a threshold travels to a new host.
 
 2. Speed on this machine's CPUs: SBERT messages/s and lines/s embedded from a cold
    cache, and lines/s scored by a default-size CoLog with every vector cached and with
@@ -102,7 +104,7 @@ def detection(name: str, path: Path, protocol: str, seeds: list[int], holdout: s
             one = compare_methods(windows, METHODS, LOSO, {"holdout": holdout}, seeds, {}, device="cpu")
             result = {**one, "folds": [{**one, "holdout": holdout}]}
         else:
-            result = compare_folds(windows, METHODS, {}, seeds, {}, device="cpu")
+            result = compare_folds(windows, METHODS, {}, seeds, {}, device="cpu", keep_scores=True)
         folds = []
         for f in result["folds"]:
             test = split_windows(windows, LOSO, supervised=True, seed=seeds[0], holdout=f["holdout"]).test
@@ -112,6 +114,8 @@ def detection(name: str, path: Path, protocol: str, seeds: list[int], holdout: s
                           "window": _figs(f["aggregate"])})
         out = {"folds": folds, "line": _figs(result["lines"]["aggregate"]), "window": _figs(result["aggregate"]),
                "flag_all_line_f1": float(np.mean([f["flag_all_line_f1"] for f in folds]))}
+        if len(result["folds"]) >= 2:
+            out["cut_transfer"] = cut_transfer(result["folds"], seeds[0])
     else:
         result = compare_methods(windows, METHODS, protocol, {}, seeds, {}, device="cpu")
         test = split_windows(windows, protocol, supervised=True, seed=seeds[0]).test
@@ -121,6 +125,42 @@ def detection(name: str, path: Path, protocol: str, seeds: list[int], holdout: s
     out |= {"dataset": name, "protocol": protocol, "seeds": seeds, "windows": len(windows),
             "wall_s": time.perf_counter() - t, "table": format_comparison(result)}
     print(out["table"], flush=True)
+    return out
+
+
+def cut_transfer(folds: list[dict[str, Any]], seed: int) -> dict[str, dict[str, dict[str, float]]]:
+    """Whether a line threshold travels from hosts to a new host, per line-level method and
+    held-out host: the F1 at the method's own (validation-tuned) cut, at the cut with the best
+    mean F1 over the *other* folds' held-out lines (what a threshold taken from cross-source
+    out-of-fold scores would be), and test-tuned (an upper bound). Each fold's scores come
+    from a model that never saw its host."""
+    from logad.evaluation.lines import line_frame
+    from logad.methods._thresholds import best_f1_cut, macro_f1_cut
+
+    held: dict[str, dict[str, tuple[np.ndarray, np.ndarray, float]]] = {}
+    for f in folds:
+        kept = f["scores"][seed]
+        for name, (scores, cut) in kept.get("lines", {}).items():
+            lf = line_frame(kept["test"], scores, cut)
+            lf = lf[lf["label"].notna()]
+            held.setdefault(name, {})[f["holdout"]] = (lf["label"].to_numpy(np.int64), lf["score"].to_numpy(), cut)
+
+    def f1(y: np.ndarray, s: np.ndarray, cut: float) -> float:
+        tp = int(((s > cut) & (y == 1)).sum())
+        return 2 * tp / max(int((s > cut).sum()) + int(y.sum()), 1)
+
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for name, by_host in held.items():
+        for h, (y, s, own) in by_host.items():
+            others = [k for k in by_host if k != h]
+            yo = np.concatenate([by_host[k][0] for k in others])
+            so = np.concatenate([by_host[k][1] for k in others])
+            go = np.concatenate([np.full(len(by_host[k][0]), k, dtype=object) for k in others])
+            other_cut, _ = macro_f1_cut(yo, so, go)
+            best_cut, _ = best_f1_cut(y, s)
+            out.setdefault(name, {})[h] = {"own_cut": own, "own_f1": f1(y, s, own), "other_hosts_cut": other_cut,
+                                           "other_hosts_f1": f1(y, s, other_cut), "test_tuned_cut": best_cut,
+                                           "test_tuned_f1": f1(y, s, best_cut)}
     return out
 
 
@@ -191,6 +231,19 @@ def markdown(rows: list[dict[str, Any]], sp: dict[str, Any] | None) -> tuple[str
                      f"{f(x['flag_all_line_f1'])} | {f(x['window'].get('colog', {}).get('f1'))} | "
                      f"{f(x['window'].get('colog', {}).get('train_s'), 0)} |\n")
         figures["rows"].append({k: v for k, v in r.items() if k != "table"})
+    transfer = [r for r in rows if r.get("cut_transfer")]
+    for r in transfer:
+        body += ("\nDoes the line threshold travel to a host the model never saw? Line F1 of each held-out "
+                 "host at the method's stored cut (validation-tuned where it tunes one), at the cut with the best mean F1 on the "
+                 "other hosts' held-out lines (what a threshold from cross-source out-of-fold scores would "
+                 "be; scored by the other folds' models), and test-tuned (an upper bound, never a result):\n\n"
+                 "| method | held out | own cut: F1 | other hosts' cut: F1 | test-tuned cut: F1 |\n"
+                 "|---|---|---|---|---|\n")
+        for name, by_host in r["cut_transfer"].items():
+            for h, x in by_host.items():
+                body += (f"| {name} | {h} | {x['own_cut']:.3g}: **{x['own_f1']:.3f}** | "
+                         f"{x['other_hosts_cut']:.3g}: {x['other_hosts_f1']:.3f} | "
+                         f"{x['test_tuned_cut']:.3g}: {x['test_tuned_f1']:.3f} |\n")
     md = ("Line F1 at each model's stored threshold (chosen on validation labels; test labels never), "
           "mean ± std over seeds; the forensic labels are the CoLog keyword rule, BGL's and Liberty's "
           "their own.\n\n" + head + body)

@@ -306,3 +306,25 @@ def test_random_lines_split_is_stratified_and_keeps_every_window_for_context():
         np.testing.assert_allclose(shares, [0.6, 0.2, 0.2], atol=0.02)
     assert len(split.train) == n and len(split.val) == n  # every window, for the lines' context
     assert "leaky" in split.description
+
+
+def test_the_cross_source_cut_weighs_every_source_the_same():
+    from logad.methods._thresholds import best_f1_cut, macro_f1_cut, source_f1
+
+    # source a: 90 of 100 lines anomalous, its normal lines score like anomalies (0.9); source b:
+    # 5 of 100 anomalous, cleanly separated at 0.5 (normals 0.3, anomalies 0.7)
+    y = np.r_[np.ones(90), np.zeros(10), np.ones(5), np.zeros(95)].astype(int)
+    s = np.r_[np.full(90, 0.95), np.full(10, 0.9), np.full(5, 0.7), np.full(95, 0.3)]
+    g = np.array(["a"] * 100 + ["b"] * 100, dtype=object)
+    pooled, _ = best_f1_cut(y, s)
+    cut, note = macro_f1_cut(y, s, g)
+    per = source_f1(y, s, g, cut)
+    # pooled, source a's 90 anomalies decide and b's clean cut is lost; the mean over sources keeps it
+    assert source_f1(y, s, g, pooled)["b"] < 1.0
+    assert 0.3 <= cut < 0.7 and per["b"] == 1.0 and per["a"] == pytest.approx(2 * 90 / (100 + 90))
+    assert "best mean F1 over 2 sources" in note
+    # a source with one class only is left out of the mean
+    one = np.array(["a"] * 100 + ["c"] * 100, dtype=object)
+    y_one = np.r_[y[:100], np.zeros(100, int)]
+    cut_one, note_one = macro_f1_cut(y_one, s, one)
+    assert "over 1 sources" in note_one and cut_one < 0.95

@@ -192,6 +192,26 @@ def test_compare_runs_every_fold_with_a_line_table(tmp_path, capsys):
     assert "lines" not in chrono and "Lines" not in (tmp_path / "chrono" / "comparison.md").read_text()
 
 
+def test_folds_keep_each_line_level_methods_line_scores_when_asked():
+    from logad.commands.compare import compare_folds
+    from logad.evaluation.lines import line_frame
+
+    w = syslog_windows()
+    result = compare_folds(w, ["unseen", "pca"], {}, [0], {}, device="cpu", keep_scores=True, log=lambda _: None)
+    for fold in result["folds"]:
+        kept = fold["scores"][0]
+        test = kept["test"]
+        assert test["input"].nunique() == 1 and test["input"].iloc[0].endswith(fold["holdout"])
+        assert set(kept["lines"]) == {"unseen"}  # pca scores windows only
+        scores, cut = kept["lines"]["unseen"]
+        assert len(scores) == sum(len(x) for x in test["event_ids"])
+        frame = line_frame(test, scores, cut)
+        assert ((frame["score"] > cut) == (frame["label"] == 1)).all()  # template 99: flagged, the rest not
+        window_scores, window_cut = kept["pca"]
+        assert len(window_scores) == len(test) and np.isfinite(window_cut)
+    assert "scores" not in compare_folds(w, ["unseen"], {}, [0], {}, log=lambda _: None)["folds"][0]
+
+
 def _cli(argv: list[str]) -> int:
     from logad.commands import evaluate, train
 

@@ -70,7 +70,9 @@ def compare_methods(windows, methods: list[str], protocol: str, split_params: di
 
     Line-level methods are also scored per line; where the test part labels lines, their
     line figures are under ``lines`` (``runs`` and ``aggregate``, as for windows).
-    ``keep_fits`` keeps each fit's report extras (per method, a list over seeds) under
+    ``keep_scores`` keeps, per seed, the test part (``test``), each method's window scores and
+    threshold (by name) and, for line-level methods, its line scores and line threshold
+    (under ``lines``, by name). ``keep_fits`` keeps each fit's report extras (per method, a list over seeds) under
     ``fits``: how a method chose its threshold and what it found on the way.
     """
     from logad.errors import DataError
@@ -116,6 +118,8 @@ def compare_methods(windows, methods: list[str], protocol: str, split_params: di
             infer_ms = 1e3 * (time.perf_counter() - t0) / max(len(split.test), 1)
             if keep_scores:
                 kept.setdefault(seed, {"test": split.test})[name] = (scores, det.threshold)
+                if line_scores is not None:
+                    kept[seed].setdefault("lines", {})[name] = (line_scores, det.line_threshold)
             rows = [(name, det.threshold)]
             if name == "deeplog":
                 rows.append((f"deeplog (paper k={PAPER_K})", float(PAPER_K)))
@@ -175,7 +179,8 @@ def _mean_over_folds(aggregates: list[dict[str, dict[str, Any]]]) -> dict[str, d
 
 
 def compare_folds(windows, methods: list[str], split_params: dict[str, Any], seeds: list[int],
-                  configs: dict[str, dict[str, Any]], *, device: str | None = None, log=print) -> dict[str, Any]:
+                  configs: dict[str, dict[str, Any]], *, device: str | None = None, keep_scores: bool = False,
+                  log=print) -> dict[str, Any]:
     """Leave-one-source-out over every source: :func:`compare_methods` once per held-out
     source (all seeds and methods), then the mean over folds.
 
@@ -203,7 +208,8 @@ def compare_folds(windows, methods: list[str], split_params: dict[str, Any], see
         def fold_log(msg: str, source: str = source) -> None:
             log(f"[{source}] {msg}")
 
-        result = compare_methods(windows, methods, LOSO, params, seeds, configs, device=device, log=fold_log)
+        result = compare_methods(windows, methods, LOSO, params, seeds, configs, device=device,
+                                 keep_scores=keep_scores, log=fold_log)
         folds.append({"holdout": source, **result})
     if not folds:
         raise DataError(f"no source has labelled windows to test (sources: {', '.join(sources)})")

@@ -56,6 +56,7 @@ from logad.methods._events import read_state
 from logad.methods._lines import window_max
 from logad.methods._sampling import SAMPLERS, choose_sampler, make_sampler
 from logad.methods._thresholds import best_f1_cut as _best_cut
+from logad.methods._thresholds import macro_f1_cut, source_f1
 from logad.methods.base import (
     Detector,
     EpochCallback,
@@ -341,7 +342,7 @@ class Classical(Detector):
             known = ~np.isnan(vy)
             val_scores, val_y = val_scores[known], vy[known].astype(np.int64)
         if cross_source and oof is not None and 0 < y.sum() < len(y):
-            cut, note = _macro_cut(y, oof, groups)
+            cut, note = macro_f1_cut(y, oof, groups)
             strategy = (f"cross-source: {note} on {len(y)} training {level}s of {n_sources} "
                         "sources, each scored by a model trained without its source")
         elif len(val_y) and 0 < val_y.sum() < len(val_y):
@@ -376,7 +377,7 @@ class Classical(Detector):
                    "cv_by_source": cross_source},
         )
         if cross_source and oof is not None:
-            report.extra["cross_source_f1"] = _source_f1(y, oof, groups, cut)
+            report.extra["cross_source_f1"] = source_f1(y, oof, groups, cut)
         if "sbert" in c.feature_groups:
             report.extra["sbert_messages_kept"] = len(self.featurizer.embeddings)
         self.fit_report = report
@@ -496,46 +497,6 @@ class Classical(Detector):
         det.feature_names = list(state.get("feature_names") or [])
         det.sampler_used = str(state.get("sampler", ""))
         return det
-
-
-def _macro_cut(y: np.ndarray, s: np.ndarray, groups: np.ndarray, candidates: int = 512) -> tuple[float, str]:
-    """The cut with the best mean F1 over sources, each source weighing the same.
-
-    Pooled, the sources where most lines are anomalous would decide the cut (flagging
-    everything scores well there); a new source is one source, so the mean over sources
-    is the figure to expect of it. Sources with one class only are left out of the mean.
-    """
-    y = np.asarray(y, dtype=np.int64)
-    keys = [g for g in dict.fromkeys(groups.tolist()) if 0 < y[groups == g].sum() < (groups == g).sum()]
-    if not keys:
-        return _best_cut(y, s, "best-f1", 1.0)
-    # candidate cuts just below score quantiles (a cut flags score > cut)
-    qs = np.unique(np.quantile(s, np.linspace(0.0, 1.0, candidates)))
-    cuts = np.unique(np.concatenate(([np.nextafter(s.min(), -np.inf)], np.nextafter(qs, -np.inf))))
-    f1 = np.zeros((len(keys), len(cuts)))
-    for k, g in enumerate(keys):
-        sg, yg = s[groups == g], y[groups == g]
-        flagged = sg[None, :] > cuts[:, None]
-        tp = (flagged & (yg[None, :] == 1)).sum(axis=1)
-        fp = (flagged & (yg[None, :] == 0)).sum(axis=1)
-        fn = int(yg.sum()) - tp
-        f1[k] = 2 * tp / np.maximum(2 * tp + fp + fn, 1)
-    mean = f1.mean(axis=0)
-    best = int(np.argmax(mean))
-    per = ", ".join(f"{str(g)[-24:]} {f1[k, best]:.4f}" for k, g in enumerate(keys))
-    return float(cuts[best]), f"best mean F1 over {len(keys)} sources {mean[best]:.4f} ({per})"
-
-
-def _source_f1(y: np.ndarray, s: np.ndarray, groups: np.ndarray, cut: float) -> dict[str, float]:
-    """Per source, the F1 of its out-of-source scores ``s`` at ``cut`` (a score above it flags):
-    how the model does on a source it never saw, at the threshold it keeps."""
-    y = np.asarray(y, dtype=np.int64)
-    out = {}
-    for g in dict.fromkeys(groups.tolist()):
-        yg, flagged = y[groups == g], s[groups == g] > cut
-        tp = int((flagged & (yg == 1)).sum())
-        out[str(g)] = 2 * tp / max(int(flagged.sum()) + int(yg.sum()), 1)
-    return out
 
 
 def _metrics(y: np.ndarray, s: np.ndarray) -> dict[str, float]:
