@@ -207,9 +207,9 @@ def hadoop_folder(work: Path = SCRATCH) -> Path:
 
 
 def classical_variant(config: dict[str, Any]) -> tuple[str, str]:
-    """How a classical config differs from the default feature groups: a file-name tag
-    (``with_sbert``, ``without_tfidf``, ``..._pc32``; empty for the defaults) and the same in
-    words for a title (``+sbert, -tfidf``)."""
+    """How a classical config differs from the defaults (feature groups, the cross-source cut):
+    a file-name tag (``with_sbert``, ``without_tfidf``, ``..._pc32``, ``validation_cut``; empty
+    for the defaults) and the same in words for a title (``+sbert, -tfidf``)."""
     from logad.methods.classical.features import DEFAULT_GROUPS
 
     groups = config.get("feature_groups", list(DEFAULT_GROUPS))
@@ -219,4 +219,8 @@ def classical_variant(config: dict[str, Any]) -> tuple[str, str]:
     if "sbert" in groups and config.get("sbert_components"):
         tag += f"_pc{config['sbert_components']}"
         added.append(f"sbert_components {config['sbert_components']}")
-    return tag, ", ".join([f"+{g}" for g in added] + [f"-{g}" for g in dropped])
+    words = [f"+{g}" for g in added] + [f"-{g}" for g in dropped]
+    if config.get("cross_source") is False:
+        tag = "_".join(filter(None, [tag, "validation_cut"]))
+        words.append("validation-tuned cut, not cross-source")
+    return tag, ", ".join(words)

@@ -199,6 +199,25 @@ def test_trains_per_line_where_lines_are_labelled_and_separates_them(line_model)
     assert det.line_threshold == det.threshold
 
 
+@pytest.mark.parametrize("hosts", [2, 3])
+def test_the_cut_comes_from_other_sources_only_where_training_holds_three_or_more(bgl, hosts):
+    k = np.arange(len(bgl))
+    frame = bgl.assign(input=[f"/logs/host{i % hosts}" for i in k // 4])
+    train, val = frame[k % 4 < 3], frame[k % 4 == 3]
+    det = Classical(TINY)
+    report = det.fit(train, val)
+    if hosts == 2:  # two curves, each from a model that saw one host: the validation cut
+        assert det.threshold_strategy.startswith("validation-tuned")
+        assert "2 training sources: a cross-source cut needs cross_source_min_sources 3" in det.threshold_strategy
+        assert "cross_source_f1" not in report.extra
+        two = Classical(TINY | {"cross_source_min_sources": 2})
+        two.fit(train, val)
+        assert two.threshold_strategy.startswith("cross-source") and "of 2 sources" in two.threshold_strategy
+    else:
+        assert det.threshold_strategy.startswith("cross-source") and "of 3 sources" in det.threshold_strategy
+        assert sorted(report.extra["cross_source_f1"]) == ["/logs/host0", "/logs/host1", "/logs/host2"]
+
+
 def test_line_model_save_load_identical_scores_and_no_pickle(line_model, tmp_path):
     det, test = line_model
     det.save(tmp_path / "m")

@@ -30,11 +30,14 @@ on the validation part's labels, which is fair for a supervised method; test
 labels are never read. Where validation holds one class only, the out-of-fold
 cross-validation scores of the training part stand in, and without those the
 highest normal validation score. Where the training part holds several sources
-(``cross_source``), the folds are the sources and the threshold comes from those
-out-of-source scores, the cut with the best mean F1 over sources (each weighing the
-same, so the sources where most lines are anomalous do not push it towards flagging
-everything): a model meant for logs of hosts it has never seen should not take its
-cut from validation lines of the hosts it trained on, which it separates far better.
+(``cross_source``; at least ``cross_source_min_sources``, 3), the folds are the sources
+and the threshold comes from those out-of-source scores, the cut with the best mean F1
+over sources (each weighing the same, so the sources where most lines are anomalous do
+not push it towards flagging everything): a model meant for logs of hosts it has never
+seen should not take its cut from validation lines of the hosts it trained on, which it
+separates far better. With two sources that mean is two curves, each from a model that
+saw one host only, and it transferred worse than the validation cut on the forensic pair
+(docs/architecture.md), so two sources keep the validation cut.
 """
 
 from __future__ import annotations
@@ -128,6 +131,10 @@ class ClassicalConfig(BaseModel):
     cross_source: bool = Field(True, description="where the training part holds several sources (ingest "
                                "inputs), cross-validate by source and take the threshold from those out-of-source "
                                "scores: a threshold for logs of a source the model has not seen")
+    cross_source_min_sources: int = Field(
+        3, ge=2, description="the fewest training sources for a cross-source threshold; with fewer, the cut "
+        "comes from the validation part (on two forensic hosts each host's cut transferred worse to the other "
+        "than the validation cut did)")
     top_features: int = Field(5, ge=1, le=50, description="features named per verdict in explanations")
     n_jobs: int = Field(0, ge=0, description="threads (0: the CPUs this process may use)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="xgboost device (auto: cuda when present)")
@@ -301,7 +308,7 @@ class Classical(Detector):
         fold_f1s: list[float] = []
         groups = self._sample_sources(train, tb)[keep] if c.cross_source else None
         n_sources = len(set(groups.tolist())) if groups is not None else 0
-        cross_source = n_sources >= 2
+        cross_source = n_sources >= c.cross_source_min_sources
         if c.cv_folds >= 2 and min((y == 1).sum(), (y == 0).sum()) >= c.cv_folds:
             from sklearn.model_selection import GroupKFold, StratifiedKFold
 
@@ -348,6 +355,9 @@ class Classical(Detector):
         elif len(val_y) and 0 < val_y.sum() < len(val_y):
             cut, note = _best_cut(val_y, val_scores, c.threshold, c.target_precision)
             strategy = f"validation-tuned ({c.threshold}): {note} on {len(val_y)} validation {level}s"
+            if c.cross_source and 2 <= n_sources < c.cross_source_min_sources:
+                strategy += (f" ({n_sources} training sources: a cross-source cut needs "
+                             f"cross_source_min_sources {c.cross_source_min_sources})")
         elif oof is not None:
             cut, note = _best_cut(y, oof, c.threshold, c.target_precision)
             strategy = (f"cross-validation ({c.threshold}): {note} on {len(y)} out-of-fold training {level}s "
