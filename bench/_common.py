@@ -207,9 +207,11 @@ def hadoop_folder(work: Path = SCRATCH) -> Path:
 
 
 def classical_variant(config: dict[str, Any]) -> tuple[str, str]:
-    """How a classical config differs from the defaults (feature groups, the cross-source cut):
-    a file-name tag (``with_sbert``, ``without_tfidf``, ``..._pc32``, ``validation_cut``; empty
-    for the defaults) and the same in words for a title (``+sbert, -tfidf``)."""
+    """How a classical config differs from the defaults (feature groups, the TF-IDF analyzer,
+    the cross-source cut): a file-name tag (``with_sbert``, ``without_tfidf``, ``..._pc32``,
+    ``char_tfidf``, ``validation_cut``; empty for the defaults) and the same in words for a
+    title (``+sbert, -tfidf``)."""
+    from logad.methods.classical import ClassicalConfig
     from logad.methods.classical.features import DEFAULT_GROUPS
 
     groups = config.get("feature_groups", list(DEFAULT_GROUPS))
@@ -220,6 +222,10 @@ def classical_variant(config: dict[str, Any]) -> tuple[str, str]:
         tag += f"_pc{config['sbert_components']}"
         added.append(f"sbert_components {config['sbert_components']}")
     words = [f"+{g}" for g in added] + [f"-{g}" for g in dropped]
+    analyzer = config.get("tfidf_analyzer")
+    if analyzer and analyzer != ClassicalConfig.model_fields["tfidf_analyzer"].default:
+        tag = "_".join(filter(None, [tag, f"{analyzer}_tfidf"]))
+        words.append(f"{analyzer} TF-IDF")
     if config.get("cross_source") is False:
         tag = "_".join(filter(None, [tag, "validation_cut"]))
         words.append("validation-tuned cut, not cross-source")

@@ -19,7 +19,8 @@ Template ids come from six separate Drain runs, so each table's ``event_ids`` ar
 shifted into a range of their own: id 3 of HDFS is not id 3 of BGL.
 
     python bench/classical_loso.py [--max-windows SOURCE=N ...] [--only SOURCE ...]
-        [--feature-groups G ...] [--sbert-components K] [--validation-cut] [--no-record]
+        [--feature-groups G ...] [--sbert-components K] [--tfidf-analyzer A] [--validation-cut]
+        [--no-record]
 
 The recorded run: --max-windows hdfs=2000 --max-windows dfrws-2009=2000. With
 ``--feature-groups`` other than the defaults, a run is recorded in
@@ -235,6 +236,7 @@ def main() -> None:
                     help="classical feature groups (default: the method's defaults)")
     ap.add_argument("--sbert-components", type=int, metavar="K",
                     help="classical sbert_components (principal axes of the SBERT vectors; 0: all 384)")
+    ap.add_argument("--tfidf-analyzer", choices=["word", "char"], help="classical tfidf_analyzer")
     ap.add_argument("--validation-cut", action="store_true",
                     help="classical cross_source false: the threshold from the validation part, not from "
                          "the training sources' out-of-source scores")
@@ -246,6 +248,8 @@ def main() -> None:
         CLASSICAL["feature_groups"] = args.feature_groups
     if args.sbert_components is not None:
         CLASSICAL["sbert_components"] = args.sbert_components
+    if args.tfidf_analyzer:
+        CLASSICAL["tfidf_analyzer"] = args.tfidf_analyzer
     if args.validation_cut:
         CLASSICAL["cross_source"] = False
     ClassicalConfig(**CLASSICAL)  # unknown groups fail here, not an hour in

@@ -100,12 +100,16 @@ def test_file_types_are_the_leading_letters_of_the_file_name():
     assert got.tolist() == ["auth", "syslog", "", "kern", "dmesg"]
 
 
-def test_tfidf_never_makes_terms_of_numbers_or_ids():
+@pytest.mark.parametrize("analyzer", ["word", "char"])
+def test_tfidf_never_makes_terms_of_numbers_or_ids(analyzer):
     batch = flatten_lines(_hand_frame())
-    f = Featurizer(FeatureConfig(groups=["tfidf"], tfidf_min_df=1)).fit(batch)
-    assert "password" in f.vocabulary and "failed password" in f.vocabulary
+    f = Featurizer(FeatureConfig(groups=["tfidf"], tfidf_min_df=1, tfidf_analyzer=analyzer)).fit(batch)
+    if analyzer == "word":
+        assert "password" in f.vocabulary and "failed password" in f.vocabulary
+    else:  # 3- to 5-grams of letters within a word, padded by a space at its edges
+        assert {" fail", "passw", "word "} <= set(f.vocabulary) and max(map(len, f.vocabulary)) == 5
     assert not any(any(ch.isdigit() for ch in t) for t in f.vocabulary)
-    assert not any("ubuntu" in t for t in f.vocabulary)  # the header is not the message
+    assert not any("ubun" in t for t in f.vocabulary)  # the header is not the message
 
 
 def test_sampler_follows_the_imbalance_ratio():
