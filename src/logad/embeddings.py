@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -100,9 +101,15 @@ def load_sbert(device: str = "cpu") -> Any:
         return _MODELS[device]
 
 
+# embedding this many texts at once takes tens of seconds on CPU: worth a line on a terminal
+ANNOUNCE_FROM = 4096
+
+
 def _encode(model: Any, texts: Sequence[str], batch_size: int) -> np.ndarray:
     if not len(texts):
         return np.zeros((0, DIMENSION), dtype=np.float32)
+    if len(texts) >= ANNOUNCE_FROM and sys.stderr.isatty():
+        print(f"embedding {len(texts):,} new messages with SBERT ...", file=sys.stderr, flush=True)
     out = model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
                        show_progress_bar=False, normalize_embeddings=True)
     return np.asarray(out, dtype=np.float32)
