@@ -741,8 +741,11 @@ def colog_headline(runs: list[Run]) -> str:
 
 def hostile_ingest_headline(runs: list[Run]) -> str:
     f = figures(runs[-1])
+    gaps = (f", {f['after_gap_lines_kept']:,}/{f['after_gap_lines_planted']:,} lines after corrupt frames read"
+            if "after_gap_lines_planted" in f else "")
     return (f"{f['hostile_inputs']} hostile inputs: {f['crashes']} crashes, {f['good_lines_lost']} of "
-            f"{f['good_lines_planted']:,} good lines lost, {f['problems_reported']}/{f['problems_planted']} reported")
+            f"{f['good_lines_planted']:,} good lines lost{gaps}, {f['problems_reported']}/{f['problems_planted']} "
+            "reported")
 
 
 def serve_faults_headline(runs: list[Run]) -> str:

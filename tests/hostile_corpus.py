@@ -42,6 +42,7 @@ class Planted:
     errors: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # file → (kind, lowest, highest offset)
     warnings: dict[str, str] = field(default_factory=dict)  # file → kind
     may_add_lines: set[str] = field(default_factory=set)  # files whose damage may yield extra (garbled) lines
+    after_gap: dict[str, list[str]] = field(default_factory=dict)  # file → its last lines, read after a bad frame
     kinds: Counter = field(default_factory=Counter)  # hostile inputs made, by kind
     controls: int = 0  # clean files among them (plain, in a nested folder)
     bytes: int = 0
@@ -215,7 +216,8 @@ def _line_ends(folder: Path, sfx: str, src: _Lines, n: int, p: Planted) -> None:
 def _frames(folder: Path, rel: str, lines: list[bytes], p: Planted, codec: str, damage: str) -> None:
     """Five frames (members) of real lines; the third is damaged in its middle
     (``corrupt``) or the file ends there (``truncated``). Every line of the first two
-    must come out; nothing of the last two."""
+    must come out at its line number; of a corrupt file, every line of the last two
+    too, last and in order (their numbers count on from what the third gave)."""
     parts = np.array_split(np.arange(len(lines)), 5)
     blobs, first = [], 1
     for idx in parts:
@@ -231,6 +233,7 @@ def _frames(folder: Path, rel: str, lines: list[bytes], p: Planted, codec: str, 
         data[mid:mid + 24] = bytes((b ^ 0x5A) for b in data[mid:mid + 24])
         p.errors[rel] = ("corrupt", third, len(data))
         p.may_add_lines.add(rel)  # a damaged block can decode to garbage before the check fails
+        p.after_gap[rel] = [lines[int(i)].decode("utf-8") for i in np.concatenate(parts[3:])]
     else:
         data = data[:mid]
         p.errors[rel] = ("truncated", len(data), len(data))

@@ -89,6 +89,9 @@ def test_every_good_line_is_in_the_windows_table_at_its_file_and_line(syslog_run
     assert not missing, f"{len(missing)} of {len(p.good)} good lines lost or changed, e.g. {list(missing.items())[:3]}"
     extra = {k for k in got if k not in p.good and k[0] not in p.may_add_lines}
     assert not extra, f"lines nobody planted: {sorted(extra)[:5]}"
+    for rel, want in p.after_gap.items():  # the frames after a corrupt one, read on at the next good one
+        tail = [got[k][0] for k in sorted(k for k in got if k[0] == rel)][-len(want):]
+        assert tail == want, f"{rel}: the lines after its bad frame are lost or changed"
     s = r["summary"]
     assert s["lines_without_window"] == 0
     # lines read = every line of every file read (good, repaired, blank, too long, garbled)

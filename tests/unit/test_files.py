@@ -90,6 +90,85 @@ def test_corrupt_zstd_never_hangs_wherever_the_damage_is(tmp_path, sample_text, 
     assert len(errors) == 1 and "corrupt zstd" in errors[0]["error"]
 
 
+def _framed(sample_text: bytes, codec: str, k: int = 5) -> tuple[list[bytes], list[list[bytes]]]:
+    """``sample_text`` as ``k`` frames (members) of whole lines, as a shipper writes them."""
+    lines = sample_text.splitlines(keepends=True)
+    groups = [lines[i * len(lines) // k:(i + 1) * len(lines) // k] for i in range(k)]
+    pack = (lambda b: zstandard.ZstdCompressor(write_checksum=True).compress(b)) if codec == "zstd" else gzip.compress
+    return [pack(b"".join(g)) for g in groups], groups
+
+
+def _damage(blob: bytes, at: int, n: int = 24) -> bytes:
+    out = bytearray(blob)
+    out[at:at + n] = bytes(b ^ 0x5A for b in out[at:at + n])
+    return bytes(out)
+
+
+@pytest.mark.parametrize("codec", ["zstd", "gzip"])
+@pytest.mark.parametrize("where", ["header", "middle", "end"])
+def test_reading_goes_on_at_the_frame_after_a_corrupt_one(tmp_path, sample_text, codec, where):
+    """A shipper's file of many frames loses only the damaged frame: the lines of every
+    frame before and after it come out, the gap is one error at its offset, and the
+    lines before it keep their numbers."""
+    blobs, groups = _framed(sample_text, codec)
+    at = {"header": 0, "middle": len(blobs[2]) // 2, "end": len(blobs[2]) - 30}[where]
+    blobs[2] = _damage(blobs[2], at)
+    name = "shipped.log" + (".zst" if codec == "zstd" else ".gz")
+    (tmp_path / name).write_bytes(b"".join(blobs))
+    table, _, errors = _read_all([tmp_path / name])
+    assert len(errors) == 1, errors
+    err = errors[0]
+    third = len(blobs[0]) + len(blobs[1])
+    assert err["kind"] == "corrupt" and f"corrupt {codec}" in err["error"]
+    # where decoding failed (damage can make the decoder read on past its frame's end),
+    # the damaged frame, and where reading went on
+    assert third <= err["offset"] <= sum(map(len, blobs))
+    assert f"at compressed byte {third:,}" in err["error"]
+    assert f"at byte {third + len(blobs[2]):,}" in err["error"]
+    raw = table["raw"].to_pylist()
+    before = [x.decode().rstrip("\n") for g in groups[:2] for x in g]
+    after = [x.decode().rstrip("\n") for g in groups[3:] for x in g]
+    assert raw[:len(before)] == before and raw[-len(after):] == after
+    assert table["line_no"].to_pylist()[:len(before)] == list(range(len(before)))
+    nums, offs = table["line_no"].to_numpy(), table["offset"].to_numpy()
+    assert (nums[1:] > nums[:-1]).all() and (offs[1:] > offs[:-1]).all()
+
+
+@pytest.mark.parametrize("codec", ["zstd", "gzip"])
+def test_damage_across_several_frames_is_one_gap(tmp_path, sample_text, codec):
+    blobs, groups = _framed(sample_text, codec)
+    data = b"".join(blobs)
+    lo = len(blobs[0]) + len(blobs[1]) // 2
+    hi = len(blobs[0]) + len(blobs[1]) + len(blobs[2]) + 10  # into the fourth frame's header
+    data = data[:lo] + bytes(hi - lo) + data[hi:]
+    (tmp_path / "s.log.zst").write_bytes(data)
+    table, _, errors = _read_all([tmp_path / "s.log.zst"])
+    assert len(errors) == 1 and "corrupt" in errors[0]["error"]
+    after = [x.decode().rstrip("\n") for x in groups[4]]
+    assert table["raw"].to_pylist()[-len(after):] == after
+
+
+def test_garbage_after_the_last_frame_says_nothing_follows(tmp_path, sample_text):
+    blobs, _ = _framed(sample_text, "zstd")
+    (tmp_path / "z.log.zst").write_bytes(b"".join(blobs) + b"\x00" * 5000)
+    table, _, errors = _read_all([tmp_path / "z.log.zst"])
+    assert len(errors) == 1 and "no good frame follows" in errors[0]["error"]
+    assert table.num_rows == 5000
+
+
+def test_a_shared_stream_goes_on_after_a_gap_as_one_reader_does(tmp_path, monkeypatch, sample_text):
+    blobs, _ = _framed(sample_text, "zstd", k=9)
+    blobs[4] = _damage(blobs[4], len(blobs[4]) // 2)
+    (tmp_path / "shared.log.zst").write_bytes(b"".join(blobs))
+    f = list_inputs([str(tmp_path / "shared.log.zst")])[0]
+    (whole,), _, whole_errors = _read_shared(f, 1, monkeypatch)
+    per_part, _, errors = _read_shared(f, 3, monkeypatch, segment_bytes=20_000)
+    assert errors == whole_errors and len(errors) == 1
+    got = pa.concat_tables([p for p in per_part if p is not None]).sort_by("offset")
+    assert got.equals(whole)
+    assert whole.num_rows >= 5000 * 8 // 9
+
+
 def test_truncated_zstd_is_reported(tmp_path, sample_text):
     data = zstandard.ZstdCompressor().compress(sample_text)
     (tmp_path / "t.log.zst").write_bytes(data[: len(data) // 2])

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import zstandard
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from logad.sources import files as F
@@ -209,6 +209,48 @@ def test_a_truncated_stream_keeps_every_whole_line_before_the_cut(scratch, data,
     assert len(got["errors"]) == 1 and got["errors"][0]["kind"] in ("truncated", "corrupt")
     ref = reference(data, 1 << 20)["lines"]
     assert sorted(got["rows"]) == ref[: len(got["rows"])]  # a prefix of the lines, nothing garbled
+
+
+@FEW
+@given(data=log_bytes, frames=st.integers(2, 6), bad=st.integers(0, 5), where=st.floats(0, 1), n=st.integers(1, 8),
+       mask=st.integers(1, 255), codec=st.sampled_from(["gzip", "zstd"]), parts=st.integers(1, 3),
+       segment=st.integers(1, 60))
+def test_a_corrupt_frame_costs_only_its_own_lines(scratch, data, frames, bad, where, n, mask, codec, parts, segment):
+    """A stream of frames of whole lines, one damaged anywhere (header, blocks, checksum):
+    every line of the frames before it comes out at its offset and number, every line of
+    the frames after it comes out in order after them, and the damage is one error (or
+    none, where it happens to decode)."""
+    data = data.replace(b"\xef\xbb\xbf", b"")  # a byte-order mark only counts at offset 0
+    lines = data.splitlines(keepends=True)
+    bounds = [len(lines) * i // frames for i in range(frames + 1)]
+    texts = [b"".join(lines[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
+    texts = [t for t in texts if t] or [b"x\n"]
+    bad = bad % len(texts)
+    pack = (lambda b: zstandard.ZstdCompressor(write_checksum=True).compress(b)) if codec == "zstd" else \
+        gzip.compress
+    blobs = [bytearray(pack(t)) for t in texts]
+    at = min(int(where * len(blobs[bad])), len(blobs[bad]) - 1)
+    blobs[bad][at:at + n] = bytes(b ^ mask for b in blobs[bad][at:at + n])
+    assume(F._codec_of(bytes(blobs[0])) == codec)  # else it is no longer a compressed file (misnamed)
+    path = scratch / ("d.log.zst" if codec == "zstd" else "d.log.gz")
+    path.write_bytes(b"".join(bytes(b) for b in blobs))
+    f = F.list_inputs([str(path)])[0]
+    with _small_chunks(), mock.patch.object(F, "_HEAD_BYTES", 0):
+        got = {"rows": [], "errors": []}
+        for part in range(parts):
+            one = _collect(F.read_shard(F.Shard(f, part=part, parts=parts), batch_lines=5, segment_bytes=segment,
+                                        max_line_bytes=1 << 20))
+            got["rows"] += one["rows"]
+            got["errors"] += one["errors"]
+    rows = sorted(got["rows"])
+    # damage to the last frame that makes it ask for more bytes looks like a cut file
+    kinds = ("corrupt", "truncated") if bad == len(texts) - 1 else ("corrupt",)
+    assert len(got["errors"]) <= 1 and all(e["kind"] in kinds for e in got["errors"]), got["errors"]
+    before = reference(b"".join(texts[:bad]), 1 << 20)["lines"]
+    after = [t for _, _, t in reference(b"".join(texts[bad + 1:]), 1 << 20)["lines"]]
+    assert rows[:len(before)] == before
+    assert [t for _, _, t in rows[len(rows) - len(after):]] == after if after else True
+    assert len(rows) == len(set(rows))
 
 
 # -- headers ---------------------------------------------------------------------------

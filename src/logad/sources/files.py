@@ -18,10 +18,11 @@ Nothing is lost silently, and dirty input never stops a run:
 * a file that is not text (binary data in its first 64 KiB) is skipped and
   reported; a file whose name says ``.gz``/``.zst`` but whose bytes say
   otherwise is read as what it is, with a warning;
-* a corrupt or truncated compressed stream ends that file with an error naming
-  the file and the compressed byte offset where decoding failed; every line
-  decoded before it is kept (the decompressor is fed 1 KiB at a time, so that
-  is everything up to the damaged block);
+* a corrupt zstd frame or gzip member is reported with the file and the
+  compressed byte offset where decoding failed; every line decoded before it is
+  kept (the decompressor is fed 1 KiB at a time, so that is everything up to the
+  damaged block), and reading goes on at the next good frame (member) after it.
+  A truncated stream ends its file with an error naming the file's size;
 * folder walks report dangling symbolic links, link loops, named pipes and
   devices, and files reached twice through links (read once); a file that
   cannot be read is reported and the others go on.
@@ -84,6 +85,11 @@ SEGMENT_BYTES = 16 << 20
 # corrupt block can take with it, and cost nothing (they are even faster than 64 KiB).
 _COMPRESSED_CHUNK = 64 << 10
 _FEED_BYTES = 1 << 10
+# After a corrupt frame, the next frame header is looked for from the byte after the bad
+# frame's own header when the bad frame is at most this long (its bytes are kept while it
+# is read), else from where decoding failed: damage that made the decoder read on into the
+# next frames would otherwise take them with it.
+_RESCAN_BYTES = 1 << 20
 # Lines (bytes) a batch holds at most, besides ``batch_lines``: long lines make short batches.
 _BATCH_BYTES = 32 << 20
 # What the text-or-binary test looks at: the first bytes of the (decompressed) file.
@@ -525,10 +531,10 @@ def _empty_table() -> pa.Table:
     return LINES_SCHEMA.empty_table()
 
 
-def _peek(chunks: Iterator[bytes], n: int) -> tuple[bytes, Iterator[bytes]]:
+def _peek(chunks: Iterator[bytes | _Gap], n: int) -> tuple[bytes, Iterator[bytes | _Gap]]:
     """The first ``n`` bytes of ``chunks`` (fewer at its end or where reading fails)
-    and an iterator that still yields everything, the failure included."""
-    got: list[bytes] = []
+    and an iterator that still yields everything, gaps and the failure included."""
+    got: list[bytes | _Gap] = []
     size = 0
     failure: _StreamError | None = None
     try:
@@ -537,7 +543,7 @@ def _peek(chunks: Iterator[bytes], n: int) -> tuple[bytes, Iterator[bytes]]:
             if c is None:
                 break
             got.append(c)
-            size += len(c)
+            size += len(c) if isinstance(c, bytes) else 0
     except _StreamError as exc:
         failure = exc
 
@@ -547,7 +553,7 @@ def _peek(chunks: Iterator[bytes], n: int) -> tuple[bytes, Iterator[bytes]]:
             raise failure
         yield from chunks
 
-    return b"".join(got)[:n], again()
+    return b"".join(c for c in got if isinstance(c, bytes))[:n], again()
 
 
 @functools.lru_cache(maxsize=32)
@@ -618,13 +624,45 @@ def _plain_chunks(fh, first: bytes = b"", pos: int = 0) -> Iterator[bytes]:
         yield chunk
 
 
-def _decompressed_chunks(fh, compression: str, first: bytes = b"") -> Iterator[bytes]:
+@dataclass(frozen=True)
+class _Gap:
+    """A damaged stretch of a compressed stream that reading stepped over: decoding
+    failed at compressed byte ``offset``; ``message`` says where it went on, if it did."""
+
+    offset: int
+    message: str
+
+
+def _header_ok(buf: bytes, i: int, compression: str) -> bool:
+    """Whether a frame (member) header plausibly starts at ``buf[i]``: its magic, and
+    reserved bits clear in the bytes after it (a header cut off by the end of ``buf``
+    passes; the decoder judges it)."""
+    if compression == "zstd":
+        return buf[i:i + 4] == _ZSTD_MAGIC and (len(buf) < i + 5 or not buf[i + 4] & 0x08)
+    if buf[i:i + 3] != _GZIP_MAGIC + b"\x08":
+        return False
+    h = buf[i + 3:i + 10]
+    return (not h or not h[0] & 0xE0) and (len(h) < 7 or (h[5] in (0, 2, 4) and (h[6] <= 13 or h[6] == 255)))
+
+
+def _next_header(buf: bytes, compression: str) -> int:
+    """Where the first plausible frame (member) header in ``buf`` starts, or -1."""
+    magic = _ZSTD_MAGIC if compression == "zstd" else _GZIP_MAGIC
+    i = buf.find(magic)
+    while i >= 0 and not _header_ok(buf, i, compression):
+        i = buf.find(magic, i + 1)
+    return i
+
+
+def _decompressed_chunks(fh, compression: str, first: bytes = b"") -> Iterator[bytes | _Gap]:
     """Decompress frame by frame (zstd) or member by member (gzip), feeding 1 KiB at a
     time and yielding about 4 MiB at a time.
 
-    A corrupt frame raises :class:`_StreamError` with the compressed offset of the
-    feed where decoding failed, and a stream that ends inside a frame (a truncated
-    file) one with the file's size; everything decoded before is yielded first.
+    A corrupt frame does not end the file: everything decoded before it is yielded,
+    then a :class:`_Gap` naming the compressed offset of the feed where decoding
+    failed, and reading goes on at the next frame header after it (damage that spans
+    several frames is one gap). A stream that ends inside a frame (a truncated file)
+    raises :class:`_StreamError` with the file's size.
     """
     def new():
         if compression == "zstd":
@@ -633,53 +671,115 @@ def _decompressed_chunks(fh, compression: str, first: bytes = b"") -> Iterator[b
 
     src = _Prefixed(fh, first)
     unit = "frame" if compression == "zstd" else "member"
-    dobj, pos, fed = new(), 0, False
+    dobj, fed = new(), False
+    buf, k = b"", 0  # bytes read, and how many of them were fed (or skipped)
+    base, start = 0, 0  # the compressed offsets of buf[k] and of the current frame's first byte
+    seen: bytearray | None = bytearray()  # the current frame's bytes fed so far (None: over _RESCAN_BYTES)
+    at_end = False
+    failed: tuple[int, int, str] | None = None  # (offset, its frame's start, why) of a gap not yet reported
     out: list[bytes] = []
     size = 0
-    while True:
+
+    def more() -> bytes:
+        nonlocal at_end
         try:
             data = src.read(_COMPRESSED_CHUNK)
         except OSError as exc:
-            if out:
-                yield b"".join(out)
-            raise _StreamError("unreadable", pos, f"reading failed: {exc}; the rest of the file is not read") from exc
-        if not data:
-            break
-        for i in range(0, len(data), _FEED_BYTES):
-            piece = data[i:i + _FEED_BYTES]
-            while piece:
+            raise _StreamError("unreadable", base + len(buf) - k,
+                               f"reading failed: {exc}; the rest of the file is not read") from exc
+        at_end = not data
+        return data
+
+    def gap(resumed: int | None) -> _Gap:
+        offset, frame, why = failed
+        head = f"corrupt {compression} data ({why}) in the {unit} at compressed byte {frame:,}"
+        if resumed is None:
+            return _Gap(offset, f"{head}; no good {unit} follows it: the rest of the file is not read")
+        return _Gap(offset, f"{head}; reading went on at the next good {unit}, at byte {resumed:,} "
+                            f"({resumed - frame:,} compressed bytes skipped); the line cut off by the gap is dropped "
+                            "and the lines after it are numbered on from the last line before it")
+
+    while True:
+        if failed is not None and dobj is None:  # looking for the next frame header
+            while len(buf) < _COMPRESSED_CHUNK and not at_end:
                 try:
-                    got = dobj.decompress(piece)
-                except (zstandard.ZstdError, zlib.error) as exc:
+                    buf += more()
+                except _StreamError:
                     if out:
                         yield b"".join(out)
-                    what = f"no {compression} {unit} starts here" if not fed else str(exc)
-                    raise _StreamError("corrupt", pos, f"corrupt {compression} data ({what}): the rest of the "
-                                       "file is not read") from exc
-                fed = True
-                if got:
-                    out.append(got)
-                    size += len(got)
-                if dobj.eof:
-                    rest = dobj.unused_data
-                    if len(rest) == len(piece) and not got:  # nothing consumed: not a frame at all
-                        if out:
-                            yield b"".join(out)
-                        raise _StreamError("corrupt", pos, f"corrupt {compression} data (no {compression} {unit} "
-                                           "starts here): the rest of the file is not read")
-                    pos += len(piece) - len(rest)
-                    piece = rest
-                    dobj, fed = new(), False
-                else:
-                    pos += len(piece)
-                    piece = b""
-                if size >= _CHUNK_BYTES:
+                    yield gap(None)
+                    raise
+            i = _next_header(buf, compression)
+            if i < 0:
+                if at_end:
+                    break
+                keep = min(9, len(buf))  # a header may straddle two reads
+                base, buf = base + len(buf) - keep, buf[-keep:]
+                buf += more()
+                continue
+            base, buf, start, dobj, fed, seen = base + i, buf[i:], base + i, new(), False, bytearray()
+        if k >= len(buf):
+            try:
+                buf, k = more(), 0
+            except _StreamError:
+                if out:
                     yield b"".join(out)
-                    out, size = [], 0
+                if failed is not None:
+                    yield gap(None)
+                raise
+            if not buf:
+                if fed and dobj is not None and not dobj.eof and seen and _next_header(bytes(seen[1:]),
+                                                                                      compression) >= 0:
+                    # damage made the decoder read on to the end of the file (a length or
+                    # flag field hit): the frames it swallowed are still there
+                    if out:
+                        yield b"".join(out)
+                        out, size = [], 0
+                    if failed is None:
+                        failed = (base, start, f"the {unit} runs on to the end of the file")
+                    buf, k, base, dobj = bytes(seen[1:]), 0, start + 1, None
+                    continue
+                break
+        piece = buf[k:k + _FEED_BYTES]
+        try:
+            got = dobj.decompress(piece)
+            if dobj.eof and not got and len(dobj.unused_data) == len(piece):
+                raise zlib.error(f"no {compression} {unit} starts here")  # nothing consumed: not a frame
+        except (zstandard.ZstdError, zlib.error) as exc:
+            if out:
+                yield b"".join(out)
+                out, size = [], 0
+            if failed is None:
+                failed = (base, start, f"no {compression} {unit} starts here" if not fed else str(exc))
+            buf, k = buf[k:], 0
+            if seen is not None:  # look again from the byte after this frame's header
+                buf, base = bytes(seen[1:]) + buf if seen else buf[1:], start + 1
+            dobj = None
+            continue
+        fed = True
+        if failed is not None and (got or dobj.eof):  # a good frame again
+            yield gap(start)
+            failed = None
+        if got:
+            out.append(got)
+            size += len(got)
+        used = len(piece) - len(dobj.unused_data) if dobj.eof else len(piece)
+        base, k = base + used, k + used
+        if dobj.eof:
+            start, dobj, fed, seen = base, new(), False, bytearray()
+        elif seen is not None:
+            seen += piece
+            if len(seen) > _RESCAN_BYTES:
+                seen = None
+        if size >= _CHUNK_BYTES:
+            yield b"".join(out)
+            out, size = [], 0
     if out:
         yield b"".join(out)
-    if fed and not dobj.eof:
-        raise _StreamError("truncated", pos, f"the {compression} stream ends in the middle of a {unit}: the file "
+    if failed is not None:
+        yield gap(None)
+    elif fed and not dobj.eof:
+        raise _StreamError("truncated", base, f"the {compression} stream ends in the middle of a {unit}: the file "
                            "is truncated; its last partial line is dropped")
 
 
@@ -691,13 +791,17 @@ def _own_segments(chunks: Iterator[bytes], part: int, parts: int, segment_bytes:
     reaches ``segment_bytes``, the same way in every reader; segment ``j`` goes to
     reader ``j % parts``. Other readers' segments are only counted (bytes and line
     breaks), never held, so a stream without line breaks costs no memory. A read
-    error ends the stream for every reader; the owner of the segment it is in
-    reports it.
+    error ends the stream for every reader, and a gap (a corrupt frame stepped
+    over) is passed on; the owner of the segment it is in reports either.
     """
     j = pos = lines = size = 0  # segment j starts at byte pos, line `lines`; size: its bytes so far
     mine = part == 0
     try:
         for chunk in chunks:
+            if isinstance(chunk, _Gap):
+                if mine:
+                    yield chunk
+                continue
             size += len(chunk)
             cut = chunk.rfind(b"\n") + 1 if size >= segment_bytes else 0
             if not cut:  # no line break, or the segment is not full yet: it grows
@@ -819,6 +923,13 @@ class _LineCutter:
         """The stream broke off: the line in progress was cut short and is not a line."""
         self.partial, self.gap, self.skipped, self.done = b"", 0, -1, True
 
+    def cut(self) -> None:
+        """The stream goes on after a gap: the line in progress was cut short and is not
+        a line; the bytes after the gap start a new one (its offset counts the bytes
+        dropped, so that offsets stay those of the decoded stream)."""
+        self.pos += self.skipped if self.skipped >= 0 else len(self.partial) + self.gap
+        self.partial, self.gap, self.skipped = b"", 0, -1
+
     def _hold(self, rest: bytes, gap: int) -> None:
         """Keep the start of the line in progress, NUL bytes taken out where they make it
         long; or, where it is too long even without them, only count its bytes."""
@@ -873,8 +984,9 @@ class _LineCutter:
 
 
 def _batches(events, cutter: _LineCutter, f: InputFile, encoding: str, batch_lines: int, stats: ReadStats):
-    """Batches of decoded lines from ``events`` (chunks of bytes, and ``(offset, line)``
-    jumps of a shared stream), at most ``batch_lines`` lines or about ``_BATCH_BYTES``."""
+    """Batches of decoded lines from ``events`` (chunks of bytes, gaps where a corrupt
+    frame was stepped over, and ``(offset, line)`` jumps of a shared stream), at most
+    ``batch_lines`` lines or about ``_BATCH_BYTES``."""
     pend: list[tuple[pa.Array, np.ndarray, np.ndarray, bool]] = []
     pend_n = pend_bytes = 0
     ended = False
@@ -890,6 +1002,10 @@ def _batches(events, cutter: _LineCutter, f: InputFile, encoding: str, batch_lin
             ended = True
         elif isinstance(ev, tuple):
             cutter.jump(*ev)
+            continue
+        elif isinstance(ev, _Gap):
+            cutter.cut()
+            stats.error(f, "corrupt", ev.offset, ev.message)
             continue
         else:
             pieces = cutter.feed(ev)
