@@ -176,3 +176,51 @@ def test_plain_file_read_in_byte_ranges_keeps_file_line_numbers(tmp_path, bgl_sp
         assert blank[n - 1].split(" ", 1)[1] == text  # without the label field
         seen[n] = f
     assert set(seen.values()) == {str(path)} and len(seen) == len(lines)
+
+
+def test_two_training_hosts_keep_the_feature_groups_that_carry_to_the_other(tmp_path, forensic_train):
+    """With labelled lines from two hosts, the classical pipeline holds each out in turn and
+    keeps the feature groups that score the held-out host better at a cut the other host
+    chose; the figures are those of a model fitted on one host scoring the other, and the
+    chosen groups are the saved model's."""
+    import numpy as np
+
+    from logad.methods import load_detector
+    from logad.methods.classical import Classical
+    from logad.methods.classical.features import flatten_lines
+
+    _, out = forensic_train
+    windows = read_windows(out)
+    k = np.arange(len(windows))
+    train, val = windows[k % 5 != 0], windows[k % 5 == 0]
+    tiny = dict(n_estimators=40, max_depth=4, cv_folds=2, n_jobs=1, device="cpu", seed=0)
+    det = Classical(tiny)
+    report = det.fit(train, val)
+    by = report.extra["feature_groups_by_source"]
+    hosts = [str(FORENSIC / "casper"), str(FORENSIC / "dfrws")]
+    assert by["sources"] == hosts
+    tried = by["tried"]
+    assert tried["feature_groups"]["groups"] == Classical(tiny).config.feature_groups
+    assert tried["transfer_groups"]["groups"] == ["tfidf", "file"]
+    for t in tried.values():
+        assert sorted(t["held_out_f1"]) == hosts
+        assert t["mean_f1"] == pytest.approx(np.mean(list(t["held_out_f1"].values())))
+    best = "transfer_groups" if tried["transfer_groups"]["mean_f1"] > tried["feature_groups"]["mean_f1"] \
+        else "feature_groups"
+    assert by["chosen"] == best and by["groups"] == tried[best]["groups"]
+    assert det.config.feature_groups == det.featurizer.config.groups == report.extra["feature_groups"] == by["groups"]
+
+    # one fold by hand: fitted on casper alone (its cut from cross-validation), scoring dfrws
+    one = Classical(tiny | {"feature_groups": ["tfidf", "file"], "transfer_groups": None})
+    one.fit(train[train["input"] == hosts[0]], val.iloc[:0])
+    assert "feature_groups_by_source" not in one.fit_report.extra  # one host: nothing to try
+    held = train[train["input"] == hosts[1]]
+    x, y = one._samples(held, flatten_lines(held))
+    flagged = one.model.proba(x) >= one.threshold
+    f1 = 2 * (flagged & (y == 1)).sum() / (flagged.sum() + (y == 1).sum())
+    assert tried["transfer_groups"]["held_out_f1"][hosts[1]] == pytest.approx(f1)
+
+    det.save(tmp_path / "m")
+    loaded = load_detector(tmp_path / "m")
+    assert loaded.config.feature_groups == by["groups"]
+    np.testing.assert_array_equal(loaded.score_lines(val), det.score_lines(val))

@@ -100,6 +100,12 @@ class ClassicalConfig(BaseModel):
         "auto: line where the training windows carry line labels")
     feature_groups: list[str] = Field(list(DEFAULT_GROUPS), description=f"feature groups, of {list(FEATURE_GROUPS)} "
                                       "(sbert is opt-in: it loads all-MiniLM-L6-v2)")
+    transfer_groups: list[str] | None = Field(
+        ["tfidf", "file"], description="with labelled samples from two or more training sources, these feature "
+        "groups are tried against feature_groups by holding out each training source in turn (a model fitted on "
+        "the others, its cut from their cross-validation, scores it) and the set with the higher mean F1 on the "
+        "held-out sources is used; null: feature_groups always. The default keeps a line's words and file type "
+        "and leaves out what is measured against the training logs' own statistics")
     context_sizes: list[int] = Field([5, 10, 20, 50], description="preceding-line counts of the context features")
     rare_count: int = Field(5, ge=0, description="a template seen at most this often in training is rare")
     tfidf_max_features: int = Field(4096, ge=16, description="TF-IDF vocabulary size")
@@ -151,6 +157,11 @@ class ClassicalConfig(BaseModel):
     @classmethod
     def _groups(cls, v: list[str]) -> list[str]:
         return FeatureConfig(groups=v).groups
+
+    @field_validator("transfer_groups")
+    @classmethod
+    def _transfer_groups(cls, v: list[str] | None) -> list[str] | None:
+        return FeatureConfig(groups=v).groups if v else None
 
 
 def _threads(n: int) -> int:
@@ -238,13 +249,74 @@ class Classical(Detector):
         strategy = getattr(self, "threshold_strategy", "")
         return strategy.split(":", 1)[0] if strategy else "validation-tuned"
 
-    def _sample_sources(self, frame: pd.DataFrame, batch: LineBatch) -> np.ndarray:
-        """The source of every sample (its window's ``input``, else ``source``)."""
+    @staticmethod
+    def _window_sources(frame: pd.DataFrame) -> np.ndarray | None:
+        """The source of every window (its ``input``, else ``source``), or None."""
         col = "input" if "input" in frame and frame["input"].notna().any() else "source"
         if col not in frame:
+            return None
+        return frame[col].astype(object).where(frame[col].notna(), "").to_numpy(dtype=object)
+
+    def _sample_sources(self, frame: pd.DataFrame, batch: LineBatch) -> np.ndarray:
+        """The source of every sample (its window's ``input``, else ``source``)."""
+        values = self._window_sources(frame)
+        if values is None:
             return np.zeros(batch.num_unique if self.level == "line" else len(frame), dtype=object)
-        values = frame[col].astype(object).where(frame[col].notna(), "").to_numpy(dtype=object)
         return values[batch.u_first_window] if self.level == "line" else values
+
+    def _choose_groups(self, train: pd.DataFrame, val: pd.DataFrame, level: str,
+                       progress: EpochCallback | None) -> dict[str, Any] | None:
+        """Which feature groups transfer to a source the model has not seen: ``feature_groups``
+        or ``transfer_groups``, by holding out each training source with labelled samples of
+        both classes in turn. Returns what was tried (None where there was nothing to try)."""
+        c = self.config
+        full, alt = list(c.feature_groups), c.transfer_groups
+        src = self._window_sources(train)
+        if not alt or set(alt) == set(full) or src is None:
+            return None
+        held: list[str] = []
+        for name in sorted(set(src.tolist())):
+            part = train[src == name]
+            y = self._samples_labels(part, level)
+            if 0 < np.nansum(y) < np.count_nonzero(~np.isnan(y)):
+                held.append(name)
+        if len(held) < 2:
+            return None
+        tried: dict[str, dict[str, Any]] = {}
+        for key, groups in (("feature_groups", full), ("transfer_groups", list(alt))):
+            per_source: dict[str, float] = {}
+            for name in held:
+                # the cut from the other sources' out-of-fold scores: their share of the
+                # validation part can be a few lines of one class
+                inner = Classical(c.model_copy(update={"feature_groups": groups, "transfer_groups": None,
+                                                       "cv_folds": max(c.cv_folds, 2), "level": level}))
+                try:
+                    inner.fit(train[src != name], val.iloc[:0])
+                except DataError:  # the other sources lack a class: no fold here
+                    continue
+                part = train[src == name]
+                x, y = inner._samples(part, flatten_lines(part))
+                known = ~np.isnan(y)
+                yk = y[known].astype(np.int64)
+                flagged = inner.model.proba(x[np.flatnonzero(known)]) >= inner._threshold
+                tp = int((flagged & (yk == 1)).sum())
+                per_source[name] = 2 * tp / max(int(flagged.sum()) + int(yk.sum()), 1)
+                if callable(progress):
+                    progress({"phase": "groups", "epoch": len(per_source) - 1, "candidate": key,
+                              "held_out_f1": per_source[name]})
+            tried[key] = {"groups": groups, "held_out_f1": per_source,
+                          "mean_f1": float(np.mean(list(per_source.values()))) if per_source else float("nan")}
+        a, b = tried["feature_groups"]["mean_f1"], tried["transfer_groups"]["mean_f1"]
+        chosen = "transfer_groups" if b > a else "feature_groups"  # a tie (or no fold) keeps the full set
+        return {"chosen": chosen, "groups": tried[chosen]["groups"], "tried": tried, "sources": held}
+
+    @staticmethod
+    def _samples_labels(frame: pd.DataFrame, level: str) -> np.ndarray:
+        """The labels (NaN where unknown) of one part's samples at ``level``, without features."""
+        if level == "line":
+            return flatten_lines(frame).u_label
+        return pd.to_numeric(frame["label"], errors="coerce").to_numpy(dtype=np.float64) if "label" in frame \
+            else np.full(len(frame), np.nan)
 
     def _class_weight(self, y: np.ndarray, sampler: Any) -> float:
         """Positive-class weight for the boosted models (forest and linear use balanced weights)."""
@@ -284,6 +356,9 @@ class Classical(Detector):
                             "use level=window or a source that labels lines")
         self.level = level
         self.line_level = level == "line"  # an instance's answer; the class says it may score lines
+        transfer = self._choose_groups(train, val, level, progress if callable(progress) else None)
+        if transfer is not None and transfer["groups"] != list(c.feature_groups):
+            self.config = c = c.model_copy(update={"feature_groups": transfer["groups"]})
         tb = flatten_lines(train)
         vb = flatten_lines(val) if len(val) else None
         # the sbert group keeps the vectors of the training and validation messages
@@ -384,8 +459,10 @@ class Classical(Detector):
             extra={"level": level, "model": c.model, "sampler": sampler_name, "imbalance_ratio": round(ratio, 3),
                    "train_samples": int(len(y)), "train_anomalous": int(y.sum()), "num_features": len(self.feature_names), "threshold_strategy": strategy,
                    "cv_f1": float(np.nanmean(fold_f1s)) if fold_f1s else None,
-                   "cv_by_source": cross_source},
+                   "cv_by_source": cross_source, "feature_groups": list(c.feature_groups)},
         )
+        if transfer is not None:
+            report.extra["feature_groups_by_source"] = transfer
         if cross_source and oof is not None:
             report.extra["cross_source_f1"] = source_f1(y, oof, groups, cut)
         if "sbert" in c.feature_groups:
