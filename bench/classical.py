@@ -163,9 +163,16 @@ def in_source(name: str, path: Path, protocol: str) -> dict[str, Any]:
         "line": {m: _figs(result["lines"]["aggregate"], m) for m in result.get("lines", {}).get("aggregate", {})},
         "wall_s": wall, "table": format_comparison(result),
         "classical_fit": {k: v for k, v in result["fits"]["classical"][0].items()
-                          if k in ("num_features", "threshold_strategy", "cross_source_f1", "sbert_messages_kept")},
+                          if k in ("num_features", "threshold_strategy", "cross_source_f1", "sbert_messages_kept",
+                                   "feature_groups")},
     }
     fit = out["classical_fit"]
+    by = result["fits"]["classical"][0].get("feature_groups_by_source")
+    if by:  # the training sources held out in turn: what each feature-group set scored
+        fit["feature_groups_by_source"] = {"chosen": by["chosen"], **{
+            k: {"mean_f1": v["mean_f1"], "held_out_f1": {os.path.relpath(s, ROOT) if os.path.isabs(s) else s: f
+                                                         for s, f in v["held_out_f1"].items()}}
+            for k, v in by["tried"].items()}}
     if isinstance(fit.get("cross_source_f1"), dict):  # sources by their path relative to the repo
         fit["cross_source_f1"] = {os.path.relpath(k, ROOT) if os.path.isabs(k) else k: v
                                   for k, v in fit["cross_source_f1"].items()}
