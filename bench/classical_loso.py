@@ -250,6 +250,7 @@ def main() -> None:
     ap.add_argument("--validation-cut", action="store_true",
                     help="classical cross_source false: the threshold from the validation part, not from "
                          "the training sources' out-of-source scores")
+    ap.add_argument("--note", help="what changed since the run before (kept with the run)")
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
     from logad.methods.classical import ClassicalConfig
@@ -283,12 +284,14 @@ def main() -> None:
                         | {"line_f1": _mean(rows, m, "f1", "line")} for m in ("classical", "unseen")},
                "report_loso_f1": REPORT_LOSO_F1, "wall_s": wall, "classical_config": CLASSICAL}
     if not tag:
-        record("Classical, leave one source out (six sources)", md, figures, "classical_loso.json")
+        record("Classical, leave one source out (six sources)", md, figures, "classical_loso.json",
+               note=args.note)
         return
     m = figures["mean"]["classical"]
     figures["headline"] = (f"mean window F1 {_f(m['f1'])}%, line F1 {_f(m['line_f1'])}% over {len(rows)} "
                            "held-out sources")
-    record(f"Classical, leave one source out (six sources; {words})", md, figures, f"classical_loso_{tag}.json")
+    record(f"Classical, leave one source out (six sources; {words})", md, figures, f"classical_loso_{tag}.json",
+           note=args.note)
 
 
 if __name__ == "__main__":

@@ -214,12 +214,17 @@ def test_the_cut_comes_from_other_sources_only_where_training_holds_three_or_mor
         assert det.threshold_strategy.startswith("validation-tuned")
         assert "2 training sources: a cross-source cut needs cross_source_min_sources 3" in det.threshold_strategy
         assert "cross_source_f1" not in report.extra
+        assert sorted(report.extra["feature_groups_by_source"]["sources"]) == ["/logs/host0", "/logs/host1"]
         two = Classical(TINY | {"cross_source_min_sources": 2})
-        two.fit(train, val)
+        report = two.fit(train, val)
         assert two.threshold_strategy.startswith("cross-source") and "of 2 sources" in two.threshold_strategy
     else:
         assert det.threshold_strategy.startswith("cross-source") and "of 3 sources" in det.threshold_strategy
         assert sorted(report.extra["cross_source_f1"]) == ["/logs/host0", "/logs/host1", "/logs/host2"]
+    # the feature groups are chosen by source only where the cut is not: two sources take
+    # one remedy for scores that move on a new host, three or more the other
+    assert ("feature_groups_by_source" in report.extra) == (hosts == 2 and "cross_source_f1" not in report.extra)
+    assert report.extra["feature_groups"] == (det if hosts == 3 else two).config.feature_groups
 
 
 def test_line_model_save_load_identical_scores_and_no_pickle(line_model, tmp_path):

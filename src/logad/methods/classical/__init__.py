@@ -38,6 +38,13 @@ seen should not take its cut from validation lines of the hosts it trained on, w
 separates far better. With two sources that mean is two curves, each from a model that
 saw one host only, and it transferred worse than the validation cut on the forensic pair
 (docs/architecture.md), so two sources keep the validation cut.
+
+Two sources take the other remedy for scores that move on a new host: features whose
+scores do not. The fit holds each source out in turn, fits ``feature_groups`` and the
+smaller ``transfer_groups`` (a line's words and file type) on the other, cuts each at
+the best F1 of its own out-of-fold scores, scores the held-out source with it, and keeps
+the set with the higher mean F1 (:meth:`Classical._choose_groups`). From three sources up
+the cross-source cut does that job, and there every group measured better.
 """
 
 from __future__ import annotations
@@ -101,11 +108,12 @@ class ClassicalConfig(BaseModel):
     feature_groups: list[str] = Field(list(DEFAULT_GROUPS), description=f"feature groups, of {list(FEATURE_GROUPS)} "
                                       "(sbert is opt-in: it loads all-MiniLM-L6-v2)")
     transfer_groups: list[str] | None = Field(
-        ["tfidf", "file"], description="with labelled samples from two or more training sources, these feature "
-        "groups are tried against feature_groups by holding out each training source in turn (a model fitted on "
-        "the others, its cut from their cross-validation, scores it) and the set with the higher mean F1 on the "
-        "held-out sources is used; null: feature_groups always. The default keeps a line's words and file type "
-        "and leaves out what is measured against the training logs' own statistics")
+        ["tfidf", "file"], description="with labelled samples from two training sources (fewer than "
+        "cross_source_min_sources, so the cut comes from validation), these feature groups are tried against "
+        "feature_groups by holding out each training source in turn (a model fitted on the other, its cut from "
+        "its cross-validation, scores it) and the set with the higher mean F1 on the held-out sources is used; "
+        "null: feature_groups always. The default keeps a line's words and file type and leaves out what is "
+        "measured against the training logs' own statistics")
     context_sizes: list[int] = Field([5, 10, 20, 50], description="preceding-line counts of the context features")
     rare_count: int = Field(5, ge=0, description="a template seen at most this often in training is rare")
     tfidf_max_features: int = Field(4096, ge=16, description="TF-IDF vocabulary size")
@@ -268,20 +276,23 @@ class Classical(Detector):
                        progress: EpochCallback | None) -> dict[str, Any] | None:
         """Which feature groups transfer to a source the model has not seen: ``feature_groups``
         or ``transfer_groups``, by holding out each training source with labelled samples of
-        both classes in turn. Returns what was tried (None where there was nothing to try)."""
+        both classes in turn. Returns what was tried; None where there was nothing to try, or
+        where the training sources are enough for a cross-source cut."""
         c = self.config
         full, alt = list(c.feature_groups), c.transfer_groups
         src = self._window_sources(train)
         if not alt or set(alt) == set(full) or src is None:
             return None
         held: list[str] = []
+        labelled = 0
         for name in sorted(set(src.tolist())):
             part = train[src == name]
             y = self._samples_labels(part, level)
+            labelled += bool(np.count_nonzero(~np.isnan(y)))
             if 0 < np.nansum(y) < np.count_nonzero(~np.isnan(y)):
                 held.append(name)
-        if len(held) < 2:
-            return None
+        if len(held) < 2 or (c.cross_source and labelled >= c.cross_source_min_sources):
+            return None  # from three sources up the cut comes from out-of-source scores instead
         tried: dict[str, dict[str, Any]] = {}
         for key, groups in (("feature_groups", full), ("transfer_groups", list(alt))):
             per_source: dict[str, float] = {}
