@@ -225,9 +225,9 @@ def markdown(rows: list[dict[str, Any]], facts: dict[str, dict[str, Any]], caps:
         f"(levels by fold: {levels}); the lines of the window-labelled sources carry no line labels and are "
         "dropped from its training, so what it knows of HDFS and Hadoop comes only from other sources' lines. "
         "On the HDFS and Hadoop folds it scores each window as the max of its lines.",
-        "Feature groups the classical fit kept, by fold (with labelled lines from two or more training sources "
-        "it holds each out in turn and keeps `feature_groups` or `transfer_groups`, whichever scored the held-out "
-        f"sources better): {chosen}.",
+        "Feature groups the classical fit kept, by fold (with labelled lines from two training sources it "
+        "holds each out in turn and keeps `feature_groups` or `transfer_groups`, whichever scored the held-out "
+        f"source better; from three up it keeps `feature_groups`): {chosen}.",
         "Each source was parsed by its own Drain run, so template ids are disjoint across sources: "
         "every template of a held-out source is unseen to training, which is what drives `unseen`.",
         f"The enterprise report's 83.8% LOSO F1 is over its own 16 sources and models; our six dev sources, "

@@ -704,12 +704,20 @@ GENERIC = Renderer(generic_body, generic_headline)
 
 
 def first_table_body(runs: list[Run]) -> str:
-    """A variant run's first table of what its script printed (the rest stays in its results
-    file): enough to set its figures beside the default configuration's section."""
+    """A variant run's first table of what its script printed, and its held-out-source table
+    where it has one (the rest stays in its results file): enough to set its figures beside
+    the default configuration's section."""
     lines = generic_body(runs).splitlines()
     start = next((i for i, ln in enumerate(lines) if ln.startswith("|")), 0)
     end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
-    return "\n".join(lines[:end]) + "\n\nThe other tables of this run are in its results file.\n"
+    out = lines[:end]
+    head = next((i for i in range(end, len(lines)) if lines[i].startswith("#") and "eave one source out" in lines[i]),
+                None)
+    if head is not None:
+        t0 = next((i for i in range(head, len(lines)) if lines[i].startswith("|")), len(lines))
+        t1 = next((i for i in range(t0, len(lines)) if not lines[i].startswith("|")), len(lines))
+        out += ["", lines[head], "", *lines[t0:t1]]
+    return "\n".join(out) + "\n\nThe other tables of this run are in its results file.\n"
 
 
 # Benchmarks shown through the Markdown their scripts print, with a headline of their own.
@@ -718,8 +726,12 @@ def first_table_body(runs: list[Run]) -> str:
 def classical_headline(runs: list[Run]) -> str:
     f = figures(runs[-1])
     w, ln, s = f["window_f1"], f["line_f1"], f["summary"]
+    held = [v.get("line") for v in (f.get("loso_classical_f1") or {}).values()]
+    away = (f", one host held out {' / '.join(f'{x:.3f}' for x in held)}"
+            if held and all(isinstance(x, float) for x in held) else "")
     return (f"window F1 HDFS {w['hdfs_random-session']['classical']:.3f} (random-session), forensic line F1 "
-            f"{ln['forensic_chronological']['classical']:.3f}; p99 {s['serving_p99_ms_per_line_worst']:.2f} ms/line")
+            f"{ln['forensic_chronological']['classical']:.3f}{away}; p99 "
+            f"{s['serving_p99_ms_per_line_worst']:.2f} ms/line")
 
 
 def classical_loso_headline(runs: list[Run]) -> str:
