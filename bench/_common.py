@@ -208,20 +208,25 @@ def hadoop_folder(work: Path = SCRATCH) -> Path:
 
 def classical_variant(config: dict[str, Any]) -> tuple[str, str]:
     """How a classical config differs from the defaults (feature groups, the TF-IDF analyzer,
-    the cross-source cut): a file-name tag (``with_sbert``, ``without_tfidf``, ``..._pc32``,
+    the cross-source cut): a file-name tag (``with_sbert``, ``without_tfidf``,
+    ``only_tfidf_file`` where fewer groups are kept than left out, ``..._pc32``,
     ``char_tfidf``, ``validation_cut``; empty for the defaults) and the same in words for a
-    title (``+sbert, -tfidf``)."""
+    title (``+sbert, -tfidf``, ``only tfidf, file``)."""
     from logad.methods.classical import ClassicalConfig
     from logad.methods.classical.features import DEFAULT_GROUPS
 
     groups = config.get("feature_groups", list(DEFAULT_GROUPS))
     added = [g for g in groups if g not in DEFAULT_GROUPS]
     dropped = [g for g in DEFAULT_GROUPS if g not in groups]
-    tag = "_".join([f"with_{g}" for g in added] + [f"without_{g}" for g in dropped])
+    if len(dropped) > len(groups):  # fewer kept than left out: name what is kept
+        tag = "only_" + "_".join(groups)
+    else:
+        tag = "_".join([f"with_{g}" for g in added] + [f"without_{g}" for g in dropped])
     if "sbert" in groups and config.get("sbert_components"):
         tag += f"_pc{config['sbert_components']}"
         added.append(f"sbert_components {config['sbert_components']}")
-    words = [f"+{g}" for g in added] + [f"-{g}" for g in dropped]
+    words = ([f"only {', '.join(groups)}"] if tag.startswith("only_") else
+             [f"+{g}" for g in added] + [f"-{g}" for g in dropped])
     analyzer = config.get("tfidf_analyzer")
     if analyzer and analyzer != ClassicalConfig.model_fields["tfidf_analyzer"].default:
         tag = "_".join(filter(None, [tag, f"{analyzer}_tfidf"]))

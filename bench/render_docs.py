@@ -854,7 +854,7 @@ RENDERERS: dict[str, Renderer] = {
     "serve_hostile": Renderer(without_long_tables, serve_hostile_headline),
 }
 # Results files of one kind: compare_methods_hdfs.json, serve_latency_threads0.json, ...
-KIND_PREFIXES = {"compare_methods_": "compare_methods", "clad_compare": "clad_compare", "colog": "colog", "classical_with": "classical_variant", "serve_latency_threads": "serve_latency",
+KIND_PREFIXES = {"compare_methods_": "compare_methods", "clad_compare": "clad_compare", "colog": "colog", "classical_with": "classical_variant", "classical_only": "classical_variant", "serve_latency_threads": "serve_latency",
                  "serve_faults": "serve_faults"}
 ORDER = ("ingest_throughput", "ingest_multinode", "parsing_accuracy", "fastlogad", "compare_methods",
          "tune_throughput", "serve_latency", "serve_load")
