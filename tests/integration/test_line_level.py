@@ -209,6 +209,7 @@ def test_two_training_hosts_keep_the_feature_groups_that_carry_to_the_other(tmp_
         else "feature_groups"
     assert by["chosen"] == best and by["groups"] == tried[best]["groups"]
     assert det.config.feature_groups == det.featurizer.config.groups == report.extra["feature_groups"] == by["groups"]
+    assert report.notes == [n for n in report.notes if n.startswith(f"feature groups {'+'.join(by['groups'])}: ")] != []
 
     # one fold by hand: fitted on casper alone (its cut from cross-validation), scoring dfrws
     one = Classical(tiny | {"feature_groups": ["tfidf", "file"], "transfer_groups": None})

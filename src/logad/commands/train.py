@@ -173,6 +173,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"fitted {cls.name} in {fit_s:.1f} s: {len(report.history)} epochs, best epoch "
           f"{report.best_epoch}{' (stopped early)' if report.stopped_early else ''}; "
           f"threshold {detector.threshold:.6g} ({detector.threshold_kind})")
+    for note in report.notes:
+        print(f"  {note}")
 
     result: dict[str, Any] = {}
     if len(split.test):

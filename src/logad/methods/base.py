@@ -86,6 +86,8 @@ class FitReport:
         num_val_windows: validation windows seen.
         threshold: the threshold stored with the model.
         extra: method-specific figures (vocabulary size, parameter count, ...).
+        notes: sentences on choices the fit made by itself, for the person training it
+            (``logad train`` prints them).
     """
 
     method: str
@@ -97,6 +99,7 @@ class FitReport:
     num_val_windows: int = 0
     threshold: float = float("nan")
     extra: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def losses(self, key: str) -> list[float]:
         """The per-epoch values of one loss (epochs that do not report it are skipped)."""

@@ -474,6 +474,12 @@ class Classical(Detector):
         )
         if transfer is not None:
             report.extra["feature_groups_by_source"] = transfer
+            tried = transfer["tried"]
+            report.notes.append(
+                f"feature groups {'+'.join(transfer['groups'])}: its {len(transfer['sources'])} training sources, "
+                f"each held out in turn, scored mean F1 {tried['transfer_groups']['mean_f1']:.3f} with "
+                f"{'+'.join(tried['transfer_groups']['groups'])} against {tried['feature_groups']['mean_f1']:.3f} with "
+                f"{'+'.join(tried['feature_groups']['groups'])}")
         if cross_source and oof is not None:
             report.extra["cross_source_f1"] = source_f1(y, oof, groups, cut)
         if "sbert" in c.feature_groups:
