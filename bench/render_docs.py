@@ -703,24 +703,41 @@ def generic_headline(runs: list[Run]) -> str:
 GENERIC = Renderer(generic_body, generic_headline)
 
 
-def first_table_body(runs: list[Run]) -> str:
-    """A variant run's first table of what its script printed, and its held-out-source table
-    where it has one (the rest stays in its results file): enough to set its figures beside
-    the default configuration's section."""
-    lines = generic_body(runs).splitlines()
-    start = next((i for i, ln in enumerate(lines) if ln.startswith("|")), 0)
-    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
-    out = lines[:end]
-    head = next((i for i in range(end, len(lines)) if lines[i].startswith("#") and "eave one source out" in lines[i]),
-                None)
-    if head is not None:
-        t0 = next((i for i in range(head, len(lines)) if lines[i].startswith("|")), len(lines))
-        t1 = next((i for i in range(t0, len(lines)) if not lines[i].startswith("|")), len(lines))
-        out += ["", lines[head], "", *lines[t0:t1]]
-    return "\n".join(out) + "\n\nThe other tables of this run are in its results file.\n"
+def _f3(x: Any) -> str:
+    return f"{x:.3f}" if isinstance(x, float) and not math.isnan(x) else "–"
 
 
-# Benchmarks shown through the Markdown their scripts print, with a headline of their own.
+def classical_variant_body(runs: list[Run]) -> str:
+    """A classical variant's figures in one row, to set beside the default configuration's
+    section (its full tables stay in its results file)."""
+    f = figures(runs[-1])
+    w, ln, held = f["window_f1"], f["line_f1"], f.get("loso_classical_f1") or {}
+    row = [_f3(w["hdfs_chronological"]["classical"]), _f3(w["hdfs_random-session"]["classical"]),
+           _f3(ln["bgl_chronological"]["classical"]), _f3(ln["forensic_chronological"]["classical"]),
+           " / ".join(_f3(v.get("line")) for v in held.values()) or "–",
+           f"{f['summary']['serving_p99_ms_per_line_worst']:.2f}"]
+    hosts = " / ".join(k.split("/")[0] for k in held) or "each host"
+    return (table(["HDFS window F1, chronological", "random-session", "BGL line F1", "forensic line F1",
+                   f"one host held out, line F1 ({hosts})", "serving p99 ms/line"], [row], "rrrrrr")
+            + f"\n\nClassical config of this run: `{json.dumps(f.get('classical_config') or {})}`; seed 0, CPU, as "
+            "the default section above. Its full tables are in its results file.\n")
+
+
+def classical_loso_variant_body(runs: list[Run]) -> str:
+    """A variant of the six-source table in one row per figure (window F1 / line F1 by held-out
+    source), to set beside the default run's section."""
+    f = figures(runs[-1])
+    folds = f["folds"]
+    mean = f["mean"]["classical"]
+
+    def cell(c: dict[str, Any]) -> str:
+        return f"{_f3(c.get('window', {}).get('f1'))} / {_f3(c.get('line', {}).get('f1'))}"
+
+    return (table(["classical, window F1 / line F1", *[fo["holdout"] for fo in folds], "mean"],
+                  [["held out", *[cell(fo["classical"]) for fo in folds],
+                    f"{_f3(mean['f1'])} / {_f3(mean.get('line_f1'))}"]], "l" + "r" * (len(folds) + 1))
+            + f"\n\nClassical config of this run: `{json.dumps(f.get('classical_config') or {})}`; sources, caps "
+            "and notes as in the default run's section. Its full table is in its results file.\n")
 
 
 def classical_headline(runs: list[Run]) -> str:
@@ -844,7 +861,8 @@ RENDERERS: dict[str, Renderer] = {
     "serve_latency": Renderer(serve_latency_body, serve_latency_headline, serve_latency_notes),
     "serve_load": Renderer(serve_load_body, serve_load_headline, serve_load_notes),
     "classical": Renderer(generic_body, classical_headline),
-    "classical_variant": Renderer(first_table_body, classical_headline),
+    "classical_variant": Renderer(classical_variant_body, classical_headline),
+    "classical_loso_variant": Renderer(classical_loso_variant_body, generic_headline),
     "classical_loso": Renderer(generic_body, classical_loso_headline),
     "colog": Renderer(generic_body, colog_headline),
     "hostile_ingest": Renderer(generic_body, hostile_ingest_headline),
@@ -854,7 +872,7 @@ RENDERERS: dict[str, Renderer] = {
     "serve_hostile": Renderer(without_long_tables, serve_hostile_headline),
 }
 # Results files of one kind: compare_methods_hdfs.json, serve_latency_threads0.json, ...
-KIND_PREFIXES = {"compare_methods_": "compare_methods", "clad_compare": "clad_compare", "colog": "colog", "classical_with": "classical_variant", "classical_only": "classical_variant", "serve_latency_threads": "serve_latency",
+KIND_PREFIXES = {"compare_methods_": "compare_methods", "clad_compare": "clad_compare", "colog": "colog", "classical_with": "classical_variant", "classical_only": "classical_variant", "classical_loso_": "classical_loso_variant", "serve_latency_threads": "serve_latency",
                  "serve_faults": "serve_faults"}
 ORDER = ("ingest_throughput", "ingest_multinode", "parsing_accuracy", "fastlogad", "compare_methods",
          "tune_throughput", "serve_latency", "serve_load")
