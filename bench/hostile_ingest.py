@@ -109,10 +109,14 @@ def _compare(p, folder: Path, out: Path, config: str) -> dict:
     # lines of the frames after a corrupt one: read on at the next good frame, numbered on
     # from the lines before the gap, so found by their text among their file's lines
     gap_planted = gap_kept = 0
+    by_file: dict[str, Counter] = {f: Counter() for f in p.after_gap}
+    for (g, _), ts in got.items():
+        if g in by_file:
+            by_file[g].update(ts)
     for f, want in p.after_gap.items():
         if config == "hdfs.yaml":
             want = [v for v in want if re.search(r"blk_-?\d+", v)]
-        texts = Counter(t for (g, _), ts in got.items() if g == f for t in ts)
+        texts = by_file[f]
         gap_planted += len(want)
         gap_kept += sum(min(n, texts[t]) for t, n in Counter(want).items())
     s = json.loads((out / "summary.json").read_text())

@@ -699,88 +699,82 @@ def _decompressed_chunks(fh, compression: str, first: bytes = b"") -> Iterator[b
                             f"({resumed - frame:,} compressed bytes skipped); the line cut off by the gap is dropped "
                             "and the lines after it are numbered on from the last line before it")
 
-    while True:
-        if failed is not None and dobj is None:  # looking for the next frame header
-            while len(buf) < _COMPRESSED_CHUNK and not at_end:
-                try:
+    try:
+        while True:
+            if failed is not None and dobj is None:  # looking for the next frame header
+                while len(buf) < _COMPRESSED_CHUNK and not at_end:
                     buf += more()
-                except _StreamError:
-                    if out:
-                        yield b"".join(out)
-                    yield gap(None)
-                    raise
-            i = _next_header(buf, compression)
-            if i < 0:
-                if at_end:
-                    break
-                keep = min(9, len(buf))  # a header may straddle two reads
-                base, buf = base + len(buf) - keep, buf[-keep:]
-                buf += more()
-                continue
-            base, buf, start, dobj, fed, seen = base + i, buf[i:], base + i, new(), False, bytearray()
-        if k >= len(buf):
-            try:
+                i = _next_header(buf, compression)
+                if i < 0:
+                    if at_end:
+                        break
+                    keep = min(9, len(buf))  # a header may straddle two reads
+                    base, buf = base + len(buf) - keep, buf[-keep:]
+                    buf += more()
+                    continue
+                base, buf, start, dobj, fed, seen = base + i, buf[i:], base + i, new(), False, bytearray()
+            if k >= len(buf):
                 buf, k = more(), 0
-            except _StreamError:
+                if not buf:
+                    if fed and dobj is not None and not dobj.eof and seen and _next_header(bytes(seen[1:]),
+                                                                                          compression) >= 0:
+                        # damage made the decoder read on to the end of the file (a length or
+                        # flag field hit): the frames it swallowed are still there
+                        if out:
+                            yield b"".join(out)
+                            out, size = [], 0
+                        if failed is None:
+                            failed = (base, start, f"the {unit} runs on to the end of the file")
+                        buf, k, base, dobj = bytes(seen[1:]), 0, start + 1, None
+                        continue
+                    break
+            piece = buf[k:k + _FEED_BYTES]
+            try:
+                got = dobj.decompress(piece)
+                if dobj.eof and not got and len(dobj.unused_data) == len(piece):
+                    raise zlib.error(f"no {compression} {unit} starts here")  # nothing consumed: not a frame
+            except (zstandard.ZstdError, zlib.error) as exc:
                 if out:
                     yield b"".join(out)
-                if failed is not None:
-                    yield gap(None)
-                raise
-            if not buf:
-                if fed and dobj is not None and not dobj.eof and seen and _next_header(bytes(seen[1:]),
-                                                                                      compression) >= 0:
-                    # damage made the decoder read on to the end of the file (a length or
-                    # flag field hit): the frames it swallowed are still there
-                    if out:
-                        yield b"".join(out)
-                        out, size = [], 0
-                    if failed is None:
-                        failed = (base, start, f"the {unit} runs on to the end of the file")
-                    buf, k, base, dobj = bytes(seen[1:]), 0, start + 1, None
-                    continue
-                break
-        piece = buf[k:k + _FEED_BYTES]
-        try:
-            got = dobj.decompress(piece)
-            if dobj.eof and not got and len(dobj.unused_data) == len(piece):
-                raise zlib.error(f"no {compression} {unit} starts here")  # nothing consumed: not a frame
-        except (zstandard.ZstdError, zlib.error) as exc:
-            if out:
+                    out, size = [], 0
+                if failed is None:
+                    failed = (base, start, f"no {compression} {unit} starts here" if not fed else str(exc))
+                buf, k = buf[k:], 0
+                if seen is not None:  # look again from the byte after this frame's header
+                    buf, base = bytes(seen[1:]) + buf if seen else buf[1:], start + 1
+                dobj = None
+                continue
+            fed = True
+            if failed is not None and (got or dobj.eof):  # a good frame again
+                yield gap(start)
+                failed = None
+            if got:
+                out.append(got)
+                size += len(got)
+            used = len(piece) - len(dobj.unused_data) if dobj.eof else len(piece)
+            base, k = base + used, k + used
+            if dobj.eof:
+                start, dobj, fed, seen = base, new(), False, bytearray()
+            elif seen is not None:
+                seen += piece
+                if len(seen) > _RESCAN_BYTES:
+                    seen = None
+            if size >= _CHUNK_BYTES:
                 yield b"".join(out)
                 out, size = [], 0
-            if failed is None:
-                failed = (base, start, f"no {compression} {unit} starts here" if not fed else str(exc))
-            buf, k = buf[k:], 0
-            if seen is not None:  # look again from the byte after this frame's header
-                buf, base = bytes(seen[1:]) + buf if seen else buf[1:], start + 1
-            dobj = None
-            continue
-        fed = True
-        if failed is not None and (got or dobj.eof):  # a good frame again
-            yield gap(start)
-            failed = None
-        if got:
-            out.append(got)
-            size += len(got)
-        used = len(piece) - len(dobj.unused_data) if dobj.eof else len(piece)
-        base, k = base + used, k + used
-        if dobj.eof:
-            start, dobj, fed, seen = base, new(), False, bytearray()
-        elif seen is not None:
-            seen += piece
-            if len(seen) > _RESCAN_BYTES:
-                seen = None
-        if size >= _CHUNK_BYTES:
-            yield b"".join(out)
-            out, size = [], 0
+    except _StreamError as exc:  # reading failed: what was decoded, and a gap being skipped, come first
+        broke: _StreamError | None = exc
+    else:
+        broke = None
     if out:
         yield b"".join(out)
     if failed is not None:
         yield gap(None)
-    elif fed and not dobj.eof:
-        raise _StreamError("truncated", base, f"the {compression} stream ends in the middle of a {unit}: the file "
-                           "is truncated; its last partial line is dropped")
+    elif broke is None and fed and not dobj.eof:
+        broke = _StreamError("truncated", base, f"the {compression} stream ends in the middle of a {unit}: the "
+                             "file is truncated; its last partial line is dropped")
+    if broke is not None:
+        raise broke
 
 
 def _own_segments(chunks: Iterator[bytes], part: int, parts: int, segment_bytes: int):

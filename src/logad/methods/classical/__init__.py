@@ -248,9 +248,7 @@ class Classical(Detector):
             x, _ = self.featurizer.line_matrix(batch)
             return x, batch.u_label
         x, _ = self.featurizer.window_matrix(frame, batch)
-        y = pd.to_numeric(frame["label"], errors="coerce").to_numpy(dtype=np.float64) if "label" in frame \
-            else np.full(len(frame), np.nan)
-        return x, y
+        return x, self._window_labels(frame)
 
     @property
     def threshold_kind(self) -> str:
@@ -272,7 +270,7 @@ class Classical(Detector):
             return np.zeros(batch.num_unique if self.level == "line" else len(frame), dtype=object)
         return values[batch.u_first_window] if self.level == "line" else values
 
-    def _choose_groups(self, train: pd.DataFrame, val: pd.DataFrame, level: str,
+    def _choose_groups(self, train: pd.DataFrame, level: str,
                        progress: EpochCallback | None) -> dict[str, Any] | None:
         """Which feature groups transfer to a source the model has not seen: ``feature_groups``
         or ``transfer_groups``, by holding out each training source with labelled samples of
@@ -283,35 +281,34 @@ class Classical(Detector):
         src = self._window_sources(train)
         if not alt or set(alt) == set(full) or src is None:
             return None
-        held: list[str] = []
+        parts: dict[str, tuple[pd.DataFrame, LineBatch]] = {}  # the held-out candidates, flattened once
         labelled = 0
         for name in sorted(set(src.tolist())):
             part = train[src == name]
-            y = self._samples_labels(part, level)
-            labelled += bool(np.count_nonzero(~np.isnan(y)))
-            if 0 < np.nansum(y) < np.count_nonzero(~np.isnan(y)):
-                held.append(name)
-        if len(held) < 2 or (c.cross_source and labelled >= c.cross_source_min_sources):
+            batch = flatten_lines(part)
+            y = batch.u_label if level == "line" else self._window_labels(part)
+            known = np.count_nonzero(~np.isnan(y))
+            labelled += known > 0
+            if 0 < np.nansum(y) < known:
+                parts[name] = (part, batch)
+        if len(parts) < 2 or (c.cross_source and labelled >= c.cross_source_min_sources):
             return None  # from three sources up the cut comes from out-of-source scores instead
         tried: dict[str, dict[str, Any]] = {}
         for key, groups in (("feature_groups", full), ("transfer_groups", list(alt))):
             per_source: dict[str, float] = {}
-            for name in held:
+            for name, (part, batch) in parts.items():
                 # the cut from the other sources' out-of-fold scores: their share of the
                 # validation part can be a few lines of one class
                 inner = Classical(c.model_copy(update={"feature_groups": groups, "transfer_groups": None,
                                                        "cv_folds": max(c.cv_folds, 2), "level": level}))
                 try:
-                    inner.fit(train[src != name], val.iloc[:0])
+                    inner.fit(train[src != name], train.iloc[:0])
                 except DataError:  # the other sources lack a class: no fold here
                     continue
-                part = train[src == name]
-                x, y = inner._samples(part, flatten_lines(part))
-                known = ~np.isnan(y)
-                yk = y[known].astype(np.int64)
-                flagged = inner.model.proba(x[np.flatnonzero(known)]) >= inner._threshold
-                tp = int((flagged & (yk == 1)).sum())
-                per_source[name] = 2 * tp / max(int(flagged.sum()) + int(yk.sum()), 1)
+                x, y = inner._samples(part, batch)
+                known = np.flatnonzero(~np.isnan(y))
+                per_source.update(source_f1(y[known], inner.model.proba(x[known]),
+                                            np.full(len(known), name, dtype=object), inner.threshold))
                 if callable(progress):
                     progress({"phase": "groups", "epoch": len(per_source) - 1, "candidate": key,
                               "held_out_f1": per_source[name]})
@@ -319,13 +316,11 @@ class Classical(Detector):
                           "mean_f1": float(np.mean(list(per_source.values()))) if per_source else float("nan")}
         a, b = tried["feature_groups"]["mean_f1"], tried["transfer_groups"]["mean_f1"]
         chosen = "transfer_groups" if b > a else "feature_groups"  # a tie (or no fold) keeps the full set
-        return {"chosen": chosen, "groups": tried[chosen]["groups"], "tried": tried, "sources": held}
+        return {"chosen": chosen, "groups": tried[chosen]["groups"], "tried": tried, "sources": list(parts)}
 
     @staticmethod
-    def _samples_labels(frame: pd.DataFrame, level: str) -> np.ndarray:
-        """The labels (NaN where unknown) of one part's samples at ``level``, without features."""
-        if level == "line":
-            return flatten_lines(frame).u_label
+    def _window_labels(frame: pd.DataFrame) -> np.ndarray:
+        """The window labels of one part (NaN where unknown)."""
         return pd.to_numeric(frame["label"], errors="coerce").to_numpy(dtype=np.float64) if "label" in frame \
             else np.full(len(frame), np.nan)
 
@@ -367,7 +362,7 @@ class Classical(Detector):
                             "use level=window or a source that labels lines")
         self.level = level
         self.line_level = level == "line"  # an instance's answer; the class says it may score lines
-        transfer = self._choose_groups(train, val, level, progress if callable(progress) else None)
+        transfer = self._choose_groups(train, level, progress if callable(progress) else None)
         if transfer is not None and transfer["groups"] != list(c.feature_groups):
             self.config = c = c.model_copy(update={"feature_groups": transfer["groups"]})
         tb = flatten_lines(train)
