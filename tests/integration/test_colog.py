@@ -7,6 +7,7 @@ train for a few epochs on CPU.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -153,3 +154,49 @@ def test_explanations_name_the_context_lines_attended_to(fitted, forensic):
     assert ev.context and {c.offset for c in ev.context} <= {-1, 0, 1}
     assert abs(sum(c.weight for c in ev.context) - 1.0) < 1e-4
     assert any(c.offset == 0 and c.line == ev.line for c in ev.context)
+
+
+def _in_two_files(frame: pd.DataFrame, anomalous: str, normal: str) -> pd.DataFrame:
+    """Every window twice: once in a file of type ``anomalous`` with every line labelled
+    anomalous, once in a file of type ``normal`` with every line normal. The messages and
+    their contexts are the same in both; only the file tells them apart."""
+    copies = []
+    index = {f: i for i, f in enumerate(sorted({f for files in frame["line_files"] for f in files}))}
+    for kind, label in ((anomalous, 1), (normal, 0)):
+        c = frame.copy()
+        c["window_id"] = [f"{kind}:{w}" for w in c["window_id"]]
+        c["line_files"] = [[f"/host/{kind}.log.{index[f]}" for f in files] for files in c["line_files"]]
+        c["line_labels"] = [[label] * len(lines) for lines in c["lines"]]
+        c["label"] = label
+        copies.append(c)
+    return pd.concat(copies, ignore_index=True)
+
+
+def test_the_file_type_tells_apart_the_same_message_in_two_files(forensic):
+    from sklearn.metrics import roc_auc_score
+
+    train = _in_two_files(forensic["train"], "auth", "kern")
+    val = _in_two_files(forensic["val"], "auth", "kern")
+    test = _in_two_files(forensic["test"], "auth", "kern")
+    y = _line_labels(test)
+    aurocs = {}
+    for file_type in (True, False):
+        det = CoLog(TINY | {"epochs": 3, "sampler": "none", "file_type": file_type})
+        det.fit(train, val)
+        assert det.file_types == (["auth", "kern"] if file_type else [])
+        aurocs[file_type] = roc_auc_score(y, det.score_lines(test))
+    # with its file type a line is told apart at once; from its words and context alone the
+    # two copies are the same input, so the scores cannot separate them
+    assert aurocs[True] > 0.99
+    assert aurocs[False] < 0.6
+
+
+def test_a_file_type_never_seen_in_training_is_scored_as_unknown(fitted, forensic):
+    names = {Path(f).name for files in forensic["train"]["line_files"] for f in files}
+    assert fitted.file_types == sorted({re.match(r"[a-z]*", n).group(0) for n in names})
+    assert {"auth", "daemon", "kern", "syslog"} <= set(fitted.file_types)  # auth.log, kern.log.2, syslog.1, ...
+    frame = forensic["test"].iloc[:2].copy()
+    frame["line_files"] = [["/elsewhere/mail.log"] * len(files) for files in frame["line_files"]]
+    lines = fitted._lines(frame)
+    assert (lines.types == 0).all()  # the shared row for unknown types
+    assert np.isfinite(fitted.score_lines(frame)).all()

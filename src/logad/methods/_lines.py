@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
-__all__ = ["LineBatch", "context_index", "flatten_lines", "window_max"]
+__all__ = ["LineBatch", "context_index", "file_types", "flatten_lines", "window_max"]
 
 _NO_REF = "\x00window"  # file key of lines without references: their window is their context
 
@@ -137,3 +138,11 @@ def context_index(groups: np.ndarray, width: int) -> np.ndarray:
     if n:
         inside &= groups[clipped] == groups[:, None]
     return np.where(inside, clipped, -1)
+
+
+def file_types(files: np.ndarray) -> np.ndarray:
+    """The type of each file: the leading letters of its base name, lower-cased ("" if none)."""
+    names = pa.array([f if isinstance(f, str) else "" for f in files], pa.string())
+    base = pc.replace_substring_regex(names, r"^.*[/\\]", "")
+    lead = pc.extract_regex(base, r"^(?P<t>[A-Za-z]*)").field("t")
+    return np.asarray(pc.utf8_lower(lead).to_pylist(), dtype=object)

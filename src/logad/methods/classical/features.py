@@ -65,7 +65,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from logad.embeddings import DIMENSION, VECTORS_FILE, EmbeddingCache, texts_to_embed
 from logad.errors import DataError
-from logad.methods._lines import LineBatch, flatten_lines
+from logad.methods._lines import LineBatch, file_types, flatten_lines
 
 __all__ = ["FEATURE_GROUPS", "MISSING", "FeatureConfig", "Featurizer", "LineBatch", "file_types", "flatten_lines"]
 
@@ -134,14 +134,6 @@ def _principal_axes(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     axes = vectors[:, np.argsort(-values, kind="stable")[:k]].T
     signs = np.sign(axes[np.arange(len(axes)), np.argmax(np.abs(axes), axis=1)])
     return mean, axes * np.where(signs == 0, 1.0, signs)[:, None]
-
-
-def file_types(files: np.ndarray) -> np.ndarray:
-    """The type of each file: the leading letters of its base name, lower-cased ("" if none)."""
-    names = pa.array([f if isinstance(f, str) else "" for f in files], pa.string())
-    base = pc.replace_substring_regex(names, r"^.*[/\\]", "")
-    lead = pc.extract_regex(base, r"^(?P<t>[A-Za-z]*)").field("t")
-    return np.asarray(pc.utf8_lower(lead).to_pylist(), dtype=object)
 
 
 # -- the rolling helpers (over input lines in file order, within a group) -----------------------

@@ -52,7 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from logad.embeddings import DIMENSION, EmbeddingCache, texts_to_embed
 from logad.errors import DataError
-from logad.methods._lines import LineBatch, context_index, flatten_lines, window_max
+from logad.methods._lines import LineBatch, context_index, file_types, flatten_lines, window_max
 from logad.methods._sampling import SAMPLERS, make_sampler
 from logad.methods._thresholds import best_f1_cut
 from logad.methods.base import (
@@ -88,6 +88,10 @@ class CoLogConfig(BaseModel):
         "message", description="what is embedded: the message as logged, or with runs of digits (and hex) "
         "masked to 0, one vector per message shape (pids, ports and addresses differ from host to host)")
     context: int = Field(1, ge=0, le=60, description="context lines on each side of a line (the authors' w)")
+    file_type: bool = Field(
+        True, description="add a learned embedding of the line's file type (the leading letters of its file name: "
+        "auth, syslog, kern, ...) to its message vector; types not seen in training share one. Keyword labels "
+        "are a list per file type, so the same message can be normal in one file and anomalous in another")
     context_by: Literal["file", "window"] = Field(
         "file", description="file: a line's context is its neighbours in its file (syslog-family logs); window: "
         "its neighbours in its window (sessions such as HDFS blocks, whose lines interleave in a file)")
@@ -159,11 +163,20 @@ class _Lines:
     """One part's input lines ready for the network: cache rows of the messages and of
     each line's context (``-1``: padding)."""
 
-    def __init__(self, batch: LineBatch, rows: np.ndarray, width: int) -> None:
+    def __init__(self, batch: LineBatch, rows: np.ndarray, width: int, types: list[str]) -> None:
         self.batch = batch
         self.ctx = context_index(batch.u_group, width)        # (U, 2w+1) input-line indices
         self.rows = rows                                      # (U,) cache row of each message
         self.ctx_rows = np.where(self.ctx >= 0, rows[np.maximum(self.ctx, 0)], -1)
+        self.types = type_index(batch, types)                 # (U,) file type of each line (0: unknown)
+
+
+def type_index(batch: LineBatch, types: list[str]) -> np.ndarray:
+    """Each input line's file type as an index into ``types``, plus one (0: a type not there)."""
+    if not types or not batch.num_unique:
+        return np.zeros(batch.num_unique, dtype=np.int64)
+    index = {t: i + 1 for i, t in enumerate(types)}
+    return np.fromiter((index.get(t, 0) for t in file_types(batch.u_file)), dtype=np.int64, count=batch.num_unique)
 
 
 @register_method
@@ -183,6 +196,7 @@ class CoLog(Detector):
         self.net: Any = None
         self.level: str | None = None        # "line" (line labels) or "window" (window labels only)
         self.window_threshold: float | None = None
+        self.file_types: list[str] = []      # the file types seen in training (embedding rows 1..n)
         self.threshold_strategy = ""
         self.fit_report: FitReport | None = None
 
@@ -204,7 +218,8 @@ class CoLog(Detector):
         c = self.config
         return CollaborativeTransformer(input_dim=DIMENSION, context=c.context, hidden=c.hidden, layers=c.layers,
                                         heads=c.heads, ff=c.ff or 2 * c.hidden, dropout=c.dropout,
-                                        adaptation_heads=c.adaptation_heads, classes=self.classes)
+                                        adaptation_heads=c.adaptation_heads, classes=self.classes,
+                                        file_types=len(self.file_types))
 
     def _texts(self, batch: LineBatch) -> list[str]:
         return texts_to_embed(batch.u_message, self.config.text).to_pylist()
@@ -220,7 +235,7 @@ class CoLog(Detector):
         if self.is_fitted and len(self.cache) > self._own_vectors + self.config.scoring_cache_size:
             self.cache.truncate(self._own_vectors)  # bounded: a service meets endless new messages
         self.cache.ensure(texts, ray_above=self.config.ray_embed_above)
-        return _Lines(batch, self.cache.rows(texts), self.config.context)
+        return _Lines(batch, self.cache.rows(texts), self.config.context, self.file_types)
 
     @classmethod
     def sweep_state(cls, train: pd.DataFrame, val: pd.DataFrame, config: Mapping[str, Any]) -> EmbeddingCache:
@@ -241,14 +256,15 @@ class CoLog(Detector):
 
     # -- tensors --------------------------------------------------------------------------------
 
-    def _inputs(self, matrix: Any, rows: np.ndarray, ctx_rows: np.ndarray) -> tuple[Any, Any, Any]:
-        """(own, ctx, pad) tensors of some lines from cache rows (``-1``: padding)."""
+    def _inputs(self, matrix: Any, rows: np.ndarray, ctx_rows: np.ndarray,
+                types: np.ndarray) -> tuple[Any, Any, Any, Any]:
+        """(own, ctx, pad, file type) tensors of some lines from cache rows (``-1``: padding)."""
         import torch
 
         own = matrix[torch.as_tensor(rows, device=matrix.device)]
         pad = torch.as_tensor(ctx_rows < 0, device=matrix.device)
         ctx = matrix[torch.as_tensor(np.maximum(ctx_rows, 0), device=matrix.device)]
-        return own, ctx.masked_fill(pad[..., None], 0.0), pad
+        return own, ctx.masked_fill(pad[..., None], 0.0), pad, torch.as_tensor(types, device=matrix.device)
 
     def _matrix(self, extra: np.ndarray | None = None) -> Any:
         import torch
@@ -268,7 +284,8 @@ class CoLog(Detector):
         with torch.no_grad():
             for a in range(0, n, self.config.score_batch_size):
                 b = min(n, a + self.config.score_batch_size)
-                logits, _, _ = self.net(*self._inputs(matrix, lines.rows[a:b], lines.ctx_rows[a:b]))
+                logits, _, _ = self.net(*self._inputs(matrix, lines.rows[a:b], lines.ctx_rows[a:b],
+                                                      lines.types[a:b]))
                 out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
         return np.concatenate(out).astype(np.float64) if out else np.zeros((0, self.classes))
 
@@ -280,30 +297,34 @@ class CoLog(Detector):
 
     # -- training -------------------------------------------------------------------------------
 
-    def _resample(self, lines: _Lines, idx: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+    def _resample(self, lines: _Lines, idx: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
                                                                                np.ndarray, np.ndarray, dict]:
         """Resample the labelled training lines ``idx`` (classes ``y``) over their distinct
-        (message, context, class) rows. Returns the kept lines' (rows, ctx_rows, y),
+        (message, context, file type, class) rows, in the space of the message and context
+        vectors and the file type one-hot. Returns the kept lines' (rows, ctx_rows, types, y),
         synthetic vectors to append to the matrix, and what was done."""
         c = self.config
-        rows, ctx_rows = lines.rows[idx], lines.ctx_rows[idx]
+        rows, ctx_rows, types = lines.rows[idx], lines.ctx_rows[idx], lines.types[idx]
         binary = (y > 0).astype(np.int64) if self.classes == 4 else y
         info: dict[str, Any] = {"sampler": c.sampler, "lines_before": int(len(idx))}
+        none = np.zeros((0, DIMENSION), np.float32)
         if c.sampler == "none" or len(np.unique(binary)) < 2:
             info["lines_after"] = int(len(idx))
-            return rows, ctx_rows, y, np.zeros((0, DIMENSION), np.float32), info
-        key = np.column_stack([rows, ctx_rows, y])
+            return rows, ctx_rows, types, y, none, info
+        key = np.column_stack([rows, ctx_rows, types, y])
         distinct, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
         inverse = inverse.ravel()
         m = self.cache.matrix
-        x = np.concatenate([m[distinct[:, 0]], np.where(distinct[:, 1:-1, None] >= 0,
-                            m[np.maximum(distinct[:, 1:-1], 0)], 0.0).reshape(len(distinct), -1)], axis=1)
+        n_types = len(self.file_types) + 1 if self.file_types else 0
+        onehot = np.eye(n_types, dtype=np.float32)[distinct[:, -2]] if n_types else np.zeros((len(distinct), 0))
+        x = np.concatenate([m[distinct[:, 0]], np.where(distinct[:, 1:-2, None] >= 0,
+                            m[np.maximum(distinct[:, 1:-2], 0)], 0.0).reshape(len(distinct), -1), onehot], axis=1)
         yd = (distinct[:, -1] > 0).astype(np.int64) if self.classes == 4 else distinct[:, -1]
         sampler = make_sampler(c.sampler, yd, c.sampling_ratio, c.seed)
         info["distinct_rows"] = int(len(distinct))
         if sampler is None:
             info["lines_after"] = int(len(idx))
-            return rows, ctx_rows, y, np.zeros((0, DIMENSION), np.float32), info
+            return rows, ctx_rows, types, y, none, info
         x_res, y_res = sampler.fit_resample(x, yd)
         synth = np.zeros((0, DIMENSION), np.float32)
         if hasattr(sampler, "sample_indices_"):
@@ -312,17 +333,20 @@ class CoLog(Detector):
             keep = kept_distinct[inverse]
             # random over-sampling lists every distinct row, then the repeats
             extra = sampler.sample_indices_[len(distinct):] if c.sampler == "random-over" else np.zeros(0, np.int64)
-            out_rows, out_ctx, out_y = rows[keep], ctx_rows[keep], y[keep]
+            out_rows, out_ctx, out_types, out_y = rows[keep], ctx_rows[keep], types[keep], y[keep]
             if len(extra):  # random over-sampling repeats distinct rows: repeat one line of each
                 out_rows = np.concatenate([out_rows, rows[first[extra]]])
                 out_ctx = np.concatenate([out_ctx, ctx_rows[first[extra]]])
+                out_types = np.concatenate([out_types, types[first[extra]]])
                 out_y = np.concatenate([out_y, y[first[extra]]])
             info["distinct_removed"] = int((~kept_distinct).sum())
-        else:  # a synthesiser: new vectors, each split back into a message and its context
+        else:  # a synthesiser: new vectors, each split back into a message, its context and a file type
             new = x_res[len(distinct):].astype(np.float32)
             width = ctx_rows.shape[1]
             base = len(self.cache.matrix)
-            parts = new.reshape(len(new), width + 1, DIMENSION)
+            types_new = (np.argmax(new[:, new.shape[1] - n_types:], axis=1) if n_types
+                         else np.zeros(len(new), dtype=np.int64))
+            parts = new[:, : new.shape[1] - n_types].reshape(len(new), width + 1, DIMENSION)
             synth = parts.reshape(-1, DIMENSION)
             rows_new = base + np.arange(len(new)) * (width + 1)
             ctx_new = rows_new[:, None] + 1 + np.arange(width)[None, :]
@@ -332,10 +356,11 @@ class CoLog(Detector):
                 y_new = np.where(y_new > 0, 1, 0)  # synthetic anomalies are message anomalies
             out_rows = np.concatenate([rows, rows_new])
             out_ctx = np.concatenate([ctx_rows, ctx_new])
+            out_types = np.concatenate([types, types_new])
             out_y = np.concatenate([y, y_new])
             info["synthetic_rows"] = int(len(new))
         info["lines_after"] = int(len(out_rows))
-        return out_rows, out_ctx, out_y, synth, info
+        return out_rows, out_ctx, out_types, out_y, synth, info
 
     @staticmethod
     def _known_window_labels(frame: pd.DataFrame) -> np.ndarray:
@@ -403,7 +428,11 @@ class CoLog(Detector):
             raise DataError("collective mode needs line labels (which lines are anomalous) in training; this "
                             "table labels windows only: use mode=point")
         misses_before = self.cache.misses
+        self.file_types = []
         tl = self._lines(train)
+        if c.file_type:
+            self.file_types = sorted(set(file_types(tl.batch.u_file).tolist()) - {""})
+            tl.types = type_index(tl.batch, self.file_types)
         vl = self._lines(val) if len(val) else None
         embedded = self.cache.misses - misses_before
         synth = np.zeros((0, DIMENSION), np.float32)
@@ -416,7 +445,7 @@ class CoLog(Detector):
             if binary.all() or not binary.any():
                 raise DataError(f"colog is supervised: its training lines need both normal and anomalous labels "
                                 f"(got {int(binary.sum())} anomalous of {len(known)})")
-            rows, ctx_rows, ys, synth, sampling = self._resample(tl, known, cls_y[known])
+            rows, ctx_rows, types, ys, synth, sampling = self._resample(tl, known, cls_y[known])
             n_samples = len(rows)
         else:
             wy = self._known_window_labels(train)
@@ -458,7 +487,7 @@ class CoLog(Detector):
             for a in range(0, n_samples, c.batch_size):
                 sel = perm[a: a + c.batch_size]
                 if self.level == "line":
-                    logits, _, _ = self.net(*self._inputs(matrix, rows[sel], ctx_rows[sel]))
+                    logits, _, _ = self.net(*self._inputs(matrix, rows[sel], ctx_rows[sel], types[sel]))
                     target = torch.as_tensor(ys[sel], device=device)
                     loss = torch.nn.functional.cross_entropy(logits, target, weight=weight)
                 else:
@@ -466,7 +495,7 @@ class CoLog(Detector):
                     parts = [tl.batch.unique[starts[w]: starts[w + 1]] for w in wins]
                     u = np.concatenate(parts)
                     seg = torch.as_tensor(np.repeat(np.arange(len(wins)), [len(p) for p in parts]), device=device)
-                    logits, _, _ = self.net(*self._inputs(matrix, tl.rows[u], tl.ctx_rows[u]))
+                    logits, _, _ = self.net(*self._inputs(matrix, tl.rows[u], tl.ctx_rows[u], tl.types[u]))
                     line_logit = logits[:, 1] - logits[:, 0]
                     win_logit = torch.full((len(wins),), -torch.inf, device=device).scatter_reduce(
                         0, seg, line_logit, reduce="amax")
@@ -538,7 +567,7 @@ class CoLog(Detector):
         report.train_time_s = time.perf_counter() - t0
         params = sum(p.numel() for p in self.net.parameters())
         report.extra = {"level": self.level, "mode": c.mode, "context": c.context, "parameters": int(params),
-                        "train_samples": int(n_samples), "sampling": sampling,
+                        "train_samples": int(n_samples), "sampling": sampling, "file_types": list(self.file_types),
                         "messages_embedded": int(embedded), "embedding_cache_hits": int(hits),
                         "distinct_messages": len(self.cache), "threshold_strategy": self.threshold_strategy,
                         "line_threshold": self._line_threshold, "best_val_f1": best_f1 if vl is not None else None}
@@ -607,8 +636,8 @@ class CoLog(Detector):
         attention: dict[int, np.ndarray] = {}
         if len(chosen):
             with torch.no_grad():
-                _, w, _ = self.net(*self._inputs(self._matrix(), lines.rows[chosen], lines.ctx_rows[chosen]),
-                                   need_attention=True)
+                _, w, _ = self.net(*self._inputs(self._matrix(), lines.rows[chosen], lines.ctx_rows[chosen],
+                                                 lines.types[chosen]), need_attention=True)
             attention = dict(zip(chosen.tolist(), w.float().cpu().numpy(), strict=True))
         raw = b.u_line.to_pylist()
         ids = [str(v) for v in frame["window_id"]] if "window_id" in frame else [""] * len(frame)
@@ -644,7 +673,7 @@ class CoLog(Detector):
         save_file({k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()},
                   str(out / WEIGHTS_FILE))
         self.cache.head(self._own_vectors).save(out)
-        write_fitted_state(out, self, level=self.level)
+        write_fitted_state(out, self, level=self.level, file_types=self.file_types)
 
     @classmethod
     def load(cls, path: str | Path) -> CoLog:
@@ -655,6 +684,10 @@ class CoLog(Detector):
         header = read_artifact_header(root, cls.name)
         det = cls(header["config"])
         state = read_fitted_state(root, det, levels=("line", "window"))
+        types = state.get("file_types", [])
+        if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
+            raise DataError(f"{root / 'state.json'}: 'file_types' must be a list of strings")
+        det.file_types = types
         det.cache = EmbeddingCache.load(root, batch_size=det.config.embed_batch_size)
         det._own_vectors = len(det.cache)
         det.net = det._build()

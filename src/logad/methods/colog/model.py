@@ -7,6 +7,11 @@ Two modalities per line:
   in its file (itself in the middle), each with a learned embedding of its offset;
   positions beyond the file's edges are padding and masked out.
 
+Optionally (``file_types > 0``), a learned embedding of the line's file type is added
+to its semantic token: syslog-family labels depend on which file a message sits in
+(the keyword rule is a list per file type), which a message's words alone cannot tell.
+Index 0 is any type not seen in training.
+
 Each encoder layer is multi-head *impressed* attention (queries from its own
 modality, keys and values from the other's), a residual and layer norm, an MLP,
 a residual and layer norm; the two encoders run side by side, layer by layer, each
@@ -82,9 +87,12 @@ class _Balancing(nn.Module):
 
 class CollaborativeTransformer(nn.Module):
     def __init__(self, *, input_dim: int, context: int, hidden: int, layers: int, heads: int, ff: int,
-                 dropout: float, adaptation_heads: int, classes: int) -> None:
+                 dropout: float, adaptation_heads: int, classes: int, file_types: int = 0) -> None:
         super().__init__()
         self.context = context
+        self.file_type = nn.Embedding(file_types + 1, hidden) if file_types else None
+        if self.file_type is not None:  # starts neutral: the message alone, until training moves it
+            nn.init.zeros_(self.file_type.weight)
         self.sem_in = nn.Sequential(nn.Linear(input_dim, hidden), nn.LayerNorm(hidden))
         self.seq_in = nn.Sequential(nn.Linear(input_dim, hidden), nn.LayerNorm(hidden))
         self.offset = nn.Embedding(2 * context + 1, hidden)
@@ -96,7 +104,7 @@ class CollaborativeTransformer(nn.Module):
         self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout),
                                   nn.LayerNorm(hidden), nn.Linear(hidden, classes))
 
-    def forward(self, own: torch.Tensor, ctx: torch.Tensor, ctx_pad: torch.Tensor,
+    def forward(self, own: torch.Tensor, ctx: torch.Tensor, ctx_pad: torch.Tensor, file_type: torch.Tensor | None = None,
                 need_attention: bool = False) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """Logits (B, classes), the semantic token's attention over the context positions in the
         last layer (B, 2w+1; with ``need_attention``), and the modality weights (B, 2).
@@ -105,9 +113,13 @@ class CollaborativeTransformer(nn.Module):
             own: (B, D) the lines' message vectors.
             ctx: (B, 2w+1, D) their context's vectors (anything at padded positions).
             ctx_pad: (B, 2w+1) True where a position is padding (the centre never is).
+            file_type: (B,) the lines' file type indices (0: unknown), when the network has them.
         """
         positions = torch.arange(ctx.shape[1], device=ctx.device)
-        sem = self.sem_in(own)[:, None, :]
+        sem = self.sem_in(own)
+        if self.file_type is not None and file_type is not None:
+            sem = sem + self.file_type(file_type)
+        sem = sem[:, None, :]
         seq = self.seq_in(ctx) + self.offset(positions)[None]
         attention = None
         last = len(self.sem_layers) - 1
