@@ -451,7 +451,7 @@ def test_cli_detect_prints_flagged_lines_as_file_and_line(url, line_batch, tmp_p
 
     batch, novel = line_batch
     split = novel - 5  # the novel line is line 6 of the second file
-    size = novel * 2 // 3  # the second request holds it: it starts in a.log and ends in b.log.zst
+    size = novel * 2 // 3  # a.log takes two requests (the second a short one), b.log.zst the next
     assert size < split < novel < 2 * size
     first, second = tmp_path / "a.log", tmp_path / "b.log.zst"
     first.write_text("\n".join(batch[:split]) + "\n")
@@ -461,7 +461,7 @@ def test_cli_detect_prints_flagged_lines_as_file_and_line(url, line_batch, tmp_p
     printed = capsys.readouterr().out.splitlines()
     marked = [x for x in printed if x.startswith("    LINE  ")]
     assert marked and set(marked) == {f"    LINE  {second}:6  score 1  {_as_kept(batch[novel])[:160]}"}
-    requests_sent = -(-len(batch) // size)
+    requests_sent = -(-split // size) + -(-(len(batch) - split) // size)  # a request holds one file's lines
     assert printed[-1].startswith(f"detect bgl-lines: {len(batch):,} lines in {requests_sent} request(s), ")
     assert "anomalous, 1 anomalous lines;" in printed[-1]
     # --json: the service's answer, each flagged line with its file and line added
@@ -469,7 +469,7 @@ def test_cli_detect_prints_flagged_lines_as_file_and_line(url, line_batch, tmp_p
     answers = [json.loads(x) for x in capsys.readouterr().out.splitlines()[:-1]]
     assert len(answers) == requests_sent
     hits = [al for a in answers for w in a["windows"] for al in w["anomalous_lines"]]
-    assert hits and all(al == {"index": novel - size, "line": _as_kept(batch[novel]), "score": 1.0,
+    assert hits and all(al == {"index": 5, "line": _as_kept(batch[novel]), "score": 1.0,
                                "file": str(second), "file_line": 6} for al in hits)
 
 
@@ -519,6 +519,28 @@ def test_a_classical_model_serves_line_verdicts_with_their_top_features(url, reg
         assert all(f["name"] in det.feature_names for f in top)
         assert [abs(f["shap"]) for f in top] == sorted((abs(f["shap"]) for f in top), reverse=True)
     assert not any("top_features" in w for w in out["windows"] if w["verdict"] == "normal")
+
+
+def test_the_file_a_request_names_reaches_the_model(url, registry, sources):
+    """?file=NAME: a model that learned file types (this CoLog trained on bgl.log: type "bgl")
+    scores the lines as lines of that type, as in-process scoring of the same lines read from
+    that file does; without it they are lines of a file named "request", a type it never saw
+    (its shared row, which training never moved)."""
+    from logad.methods import load_detector
+
+    _, models = registry
+    lines, config, _ = sources["bgl"]
+    batch = lines[:200]
+    det = load_detector(models["bgl-colog"])
+    store = TemplateStore.load(models["bgl-colog"] / "templates.json")
+    assert det.file_types == ["bgl"]
+    named = _detect(url, "bgl-colog", batch, file="bgl.log.1")
+    windows, _ = from_lines(batch, config, store, file_name="bgl.log.1")
+    np.testing.assert_allclose([w["score"] for w in named["windows"]], det.score(windows), rtol=1e-5)
+    anonymous = _detect(url, "bgl-colog", batch)
+    windows, _ = from_lines(batch, config, store)
+    np.testing.assert_allclose([w["score"] for w in anonymous["windows"]], det.score(windows), rtol=1e-5)
+    assert not np.allclose([w["score"] for w in named["windows"]], [w["score"] for w in anonymous["windows"]])
 
 
 def test_a_colog_model_serves_line_verdicts_with_the_context_it_attended_to(url, registry, sources):

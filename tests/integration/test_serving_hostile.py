@@ -207,7 +207,8 @@ def _hostile(line: str) -> list[tuple[str, int, str, dict]]:
 ODD_SOURCES = [("..%2Fx", 404), ("%2E%2E", 422), ("..", 404), ("%E6%97%A5%E6%9C%AC", 422), ("x" * 5000, 422),
                ("", 404), ("%00", 422), ("a%20b", 422), ("-x", 422), ("nope", 404)]
 ODD_QUERIES = ["explain=everything", "max_evidence=-1", "max_evidence=1e99", "max_evidence=abc",
-               "max_evidence=" + "9" * 400, "explain=all&explain=bogus", "explain=%00", "explain=" + "a" * 5000]
+               "max_evidence=" + "9" * 400, "explain=all&explain=bogus", "explain=%00", "explain=" + "a" * 5000,
+               "file=", "file=a%00b", "file=%0Aauth.log", "file=" + "a" * 5000]
 
 
 def test_hostile_requests_get_a_4xx_with_a_reason_in_bounded_memory(service):

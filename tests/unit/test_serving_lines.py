@@ -54,14 +54,17 @@ def test_a_window_level_group_has_no_line_fields():
     assert loud["evidence"] == [None, [(0, 2, 0.9, [])]]
 
 
-def test_batches_know_the_file_and_line_of_every_line(tmp_path):
+def test_batches_keep_to_one_file_and_know_the_line_of_every_line(tmp_path):
     a, b = tmp_path / "a.log", tmp_path / "b.log"
     a.write_text("a1\na2\n\na4\n")
     b.write_text("b1\nb2\nb3")  # no break after the last line
-    got = []
-    for lines, origins in _batches([str(a), str(b), str(a)], 3):
+    got, sent = [], []
+    for lines, origins, name in _batches([str(a), str(b), str(a)], 3):
         got += [(line, origins(i)) for i, line in enumerate(lines)]
+        sent.append((name, len(lines)))
         assert origins(len(lines) - 1) is not None and origins(None) is None and origins(-1) is None
+        assert {origins(i)[0] for i in range(len(lines))} == {str(tmp_path / name)}  # one file per request
+    assert sent == [("a.log", 3), ("a.log", 1), ("b.log", 3), ("a.log", 3), ("a.log", 1)]
     assert got == [
         ("a1", (str(a), 1)), ("a2", (str(a), 2)), ("", (str(a), 3)), ("a4", (str(a), 4)),
         ("b1", (str(b), 1)), ("b2", (str(b), 2)), ("b3", (str(b), 3)),

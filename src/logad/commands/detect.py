@@ -22,6 +22,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 __all__ = ["RETRY_STATUS", "Origins", "fetch_dictionary", "iter_lines", "post", "register", "run"]
 
@@ -34,7 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Read FILEs (plain, .gz or .zst), post their lines in batches to "
             "URL/v1/sources/SOURCE/detect (zstd-compressed by default), and print the windows "
-            "the service flags, with the lines that drove each score, then a summary. A "
+            "the service flags, with the lines that drove each score, then a summary. A request "
+            "holds one FILE's lines and names it by its base name (?file=auth.log), which models "
+            "that learned file types read. A "
             "line-level model's flagged lines are printed under their window as FILE:LINE. Windows "
             "are built per batch: a session whose lines fall into two batches is scored as two "
             "parts, so raise --batch-lines for long sessions. With --frames (CLAD models), "
@@ -129,20 +132,24 @@ class Origins:
         return file, first + index - self.starts[k]
 
 
-def _batches(files: list[str], size: int) -> Iterator[tuple[list[str], Origins]]:
-    """Batches of at most ``size`` lines, each with where its lines came from."""
-    batch: list[str] = []
-    origins = Origins()
+def _batches(files: list[str], size: int) -> Iterator[tuple[list[str], Origins, str]]:
+    """Batches of at most ``size`` lines of one file each, with where their lines came from and
+    the file's base name (sent with the request: the service names windows after it, and
+    models that learned file types read it). A batch never spans two files, so a line's
+    context on the service is its own file's lines."""
     for f in files:
+        batch: list[str] = []
+        origins = Origins()
+        name = Path(f).name
         for no, line in enumerate(iter_lines(f), 1):
-            if no == 1 or not batch:  # a new file, or a new batch, starts a run
-                origins.add(len(batch), f, no)
+            if not batch:
+                origins.add(0, f, no)
             batch.append(line)
             if len(batch) >= size:
-                yield batch, origins
+                yield batch, origins, name
                 batch, origins = [], Origins()
-    if batch:
-        yield batch, origins
+        if batch:
+            yield batch, origins, name
 
 
 def _encode(lines: list[str], compress: str) -> tuple[bytes, dict[str, str]]:
@@ -186,11 +193,13 @@ def _retry_after(value: str | None) -> float | None:
 
 
 def post(url: str, source: str, body: bytes, headers: dict[str, str], *, explain: str = "anomalous",
-         endpoint: str = "detect", token: str | None = None, timeout: float = 120.0, retries: int = 5,
+         file: str | None = None, endpoint: str = "detect", token: str | None = None, timeout: float = 120.0,
+         retries: int = 5,
          backoff_s: float = 0.25, max_backoff_s: float = 4.0,
          on_retry: Callable[[int, str, float], None] | None = None) -> dict:
-    """POST one body to ``/v1/sources/SOURCE/ENDPOINT`` (``detect``, with ``explain``, or
-    ``frames``); the decoded response, retrying where the request was lost.
+    """POST one body to ``/v1/sources/SOURCE/ENDPOINT`` (``detect``, with ``explain`` and the
+    lines' ``file`` name where given, or ``frames``); the decoded response, retrying where the
+    request was lost.
 
     Scoring a body has no side effects, so a request whose answer never came is
     sent again, up to ``retries`` more times, after ``backoff_s`` doubling up to
@@ -207,7 +216,8 @@ def post(url: str, source: str, body: bytes, headers: dict[str, str], *, explain
     """
     if token:
         headers = {**headers, "Authorization": f"Bearer {token}"}
-    query = f"?explain={explain}" if endpoint == "detect" else ""
+    params = {"explain": explain} | ({"file": file} if file is not None else {})
+    query = f"?{urlencode(params)}" if endpoint == "detect" else ""
     target = f"{url.rstrip('/')}/v1/sources/{source}/{endpoint}{query}"
     return _with_retries(lambda: _post_once(target, url, body, headers, timeout), retries=retries,
                          backoff_s=backoff_s, max_backoff_s=max_backoff_s, on_retry=on_retry)
@@ -293,9 +303,9 @@ def run(args: argparse.Namespace) -> int:
     models: set[str] = set()
     line_level = False
     t0 = time.perf_counter()
-    for lines, origins in _batches(args.files, args.batch_lines):
+    for lines, origins, name in _batches(args.files, args.batch_lines):
         body, headers = _encode(lines, args.compress)
-        out = post(args.url, args.source, body, headers, explain=args.explain, token=token,
+        out = post(args.url, args.source, body, headers, explain=args.explain, file=name, token=token,
                    timeout=args.timeout, retries=args.retries, on_retry=_tell_retry(totals["requests"] + 1))
         totals["requests"] += 1
         for k in ("lines", "malformed_lines", "unknown_template_lines", "windows", "anomalous_windows",

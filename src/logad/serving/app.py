@@ -74,6 +74,9 @@ from logad.serving.openapi import (  # noqa: E402
 __all__ = ["AppArgs", "Ingress", "build_app", "model_id", "parse_model_id"]
 
 ExplainMode = Literal["anomalous", "all", "none"]
+MAX_FILE_NAME = 255
+"""Longest ``file`` a detect request may name (a file name, as most file systems allow); it
+holds no control characters."""
 DictionaryFormat = Literal["binary", "json"]
 
 
@@ -529,20 +532,26 @@ class Ingress:
         request: Request,
         explain: Annotated[ExplainMode, Query(description="windows that list their evidence lines")] = "anomalous",
         max_evidence: Annotated[int, Query(ge=0, le=100, description="evidence lines per window")] = 5,
+        file: Annotated[str | None, Query(
+            min_length=1, max_length=MAX_FILE_NAME, pattern=r"^[^\x00-\x1f\x7f]+$",
+            description="the name of the file the lines were read from (`auth.log`, `syslog.1`, ...): windows are "
+            "named after it, and line-level models that learned file types (CoLog, the classical pipeline's "
+            "`file` features) read its type, the leading letters of its base name. Without it the lines are "
+            "one file named `request`, a type no model learned")] = None,
     ) -> JSONResponse:
         t0 = time.perf_counter()
-        unknown = sorted(set(request.query_params) - {"explain", "max_evidence"})
+        unknown = sorted(set(request.query_params) - {"explain", "max_evidence", "file"})
         if unknown:  # a misspelt parameter must not be ignored silently
-            return _error(422, f"unknown query parameter(s) {unknown[:5]}; known: explain, max_evidence")
+            return _error(422, f"unknown query parameter(s) {unknown[:5]}; known: explain, max_evidence, file")
         try:
-            return await self._detect(source, request, explain, max_evidence, t0)
+            return await self._detect(source, request, explain, max_evidence, t0, file)
         except BodyError as exc:
             return self._refused(exc)
         finally:
             self._release(request)
 
     async def _detect(self, source: str, request: Request, explain: str, max_evidence: int,
-                      t0: float) -> JSONResponse:
+                      t0: float, file: str | None = None) -> JSONResponse:
         mv = await self._serving_or_404(source)
         ctype = request.headers.get("content-type", "")
         cenc = request.headers.get("content-encoding", "")
@@ -559,7 +568,7 @@ class Ingress:
         except Exception as exc:  # noqa: BLE001 - a broken model is the server's problem, not the client's
             return _error(503, f"cannot serve {model_id(mv.source, mv.method, mv.version)}: "
                                 f"{type(exc).__name__}: {str(exc)[:300]}")
-        table, stats = ctx.builder.table(lines)  # Arrow, straight to Python lists: no pandas
+        table, stats = ctx.builder.table(lines, file_name=file)  # Arrow, straight to Python lists: no pandas
         if stats.lines - stats.empty_lines == 0:
             raise BodyError(422, "empty batch: the body holds no non-blank lines")
         t_parse = time.perf_counter()

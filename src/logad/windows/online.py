@@ -57,13 +57,16 @@ class WindowBuilder:
         self.file_name = file_name
         self.splitter = LineSplitter(config)
 
-    def __call__(self, lines: Sequence[str] | pa.Array) -> tuple[pd.DataFrame, LineStats]:
-        """Windows of ``lines`` (a DataFrame with the windows-table columns) and the counts."""
-        table, stats = self.table(lines)
+    def __call__(self, lines: Sequence[str] | pa.Array, *, file_name: str | None = None) -> tuple[pd.DataFrame,
+                                                                                                  LineStats]:
+        """Windows of ``lines`` (a DataFrame with the windows-table columns) and the counts;
+        ``file_name``, where given, names the file they came from in place of the builder's."""
+        table, stats = self.table(lines, file_name=file_name)
         return _frame(table), stats
 
-    def table(self, lines: Sequence[str] | pa.Array) -> tuple[pa.Table, LineStats]:
+    def table(self, lines: Sequence[str] | pa.Array, *, file_name: str | None = None) -> tuple[pa.Table, LineStats]:
         """As :meth:`__call__`, the windows as an Arrow table (no pandas conversion)."""
+        name = self.file_name if file_name is None else file_name
         stats = LineStats(lines=len(lines))
         # the ingest reader's rule: drop one trailing "\r", skip lines of only whitespace
         text, keep = trim_lines(lines if isinstance(lines, pa.Array) else pa.array(lines, pa.string()))
@@ -95,7 +98,7 @@ class WindowBuilder:
         }
         sessions = None
         if isinstance(g, SessionGrouping):
-            paths = pa.array([self.file_name] * n, pa.string()) if g.id_field == "path" else None
+            paths = pa.array([name] * n, pa.string()) if g.id_field == "path" else None
             sessions = session_ids(raw, sl.fields, g, paths)
             grouped = pc.is_valid(sessions)
         elif isinstance(g, FixedGrouping):
@@ -111,10 +114,10 @@ class WindowBuilder:
         stats.unknown_template_lines = int(pc.sum(pc.equal(table["event_id"], UNKNOWN_ID)).as_py() or 0)
         sessions = table["session"].combine_chunks() if sessions is not None else None
         cols = ["ts", "file_idx", "offset", "line_no", "event_id", "raw", "line_label", "msg_off"]
-        assigned = assign_windows(table.select(cols), g, file_names=[self.file_name], sessions=sessions)
+        assigned = assign_windows(table.select(cols), g, file_names=[name], sessions=sessions)
         # line_numbers: 1-based positions in the batch as sent (blank lines count), so a
         # window's line i is line line_numbers[i] - 1 of the request
-        windows = build_windows(assigned, self.config.name, files=[self.file_name])
+        windows = build_windows(assigned, self.config.name, files=[name])
         stats.windows = windows.num_rows
         return windows, stats
 
