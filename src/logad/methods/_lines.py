@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["LineBatch", "context_index", "file_types", "flatten_lines", "window_max"]
+__all__ = ["LineBatch", "context_index", "file_types", "flatten_lines", "has_line_labels", "window_max"]
 
 _NO_REF = "\x00window"  # file key of lines without references: their window is their context
 
@@ -146,3 +146,10 @@ def file_types(files: np.ndarray) -> np.ndarray:
     base = pc.replace_substring_regex(names, r"^.*[/\\]", "")
     lead = pc.extract_regex(base, r"^(?P<t>[A-Za-z]*)").field("t")
     return np.asarray(pc.utf8_lower(lead).to_pylist(), dtype=object)
+
+
+def has_line_labels(windows: pd.DataFrame) -> bool:
+    """Whether any window of ``windows`` labels its lines (a ``line_labels`` entry that is not null)."""
+    if "line_labels" not in windows:
+        return False
+    return any(v is not None and not (isinstance(v, float) and np.isnan(v)) for v in windows["line_labels"])

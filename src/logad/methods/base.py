@@ -62,6 +62,7 @@ __all__ = [
     "read_fitted_state",
     "register_method",
     "write_artifact_header",
+    "window_labels",
     "write_fitted_state",
 ]
 
@@ -201,6 +202,13 @@ def as_windows_frame(windows: pd.DataFrame | pa.Table | pa.RecordBatch) -> pd.Da
             "windows batch has no 'event_ids' column; read one with logad.windows.read_windows"
         )
     return windows
+
+
+def window_labels(windows: pd.DataFrame) -> np.ndarray:
+    """Each window's ``label`` as float64, NaN where unknown (or where there is no column)."""
+    if "label" not in windows:
+        return np.full(len(windows), np.nan)
+    return pd.to_numeric(windows["label"], errors="coerce").to_numpy(dtype=np.float64)
 
 
 def line_counts(windows: pd.DataFrame) -> np.ndarray:

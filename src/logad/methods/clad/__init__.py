@@ -59,6 +59,7 @@ from logad.methods.base import (
     read_artifact_header,
     read_fitted_state,
     register_method,
+    window_labels,
     write_artifact_header,
     write_fitted_state,
 )
@@ -305,12 +306,6 @@ class CLAD(Detector):
         return FrameCodec(c.codec, c.level, train_dictionary(samples, c.dict_size_bytes, seed=c.seed),
                           c.max_frame_bytes)
 
-    @staticmethod
-    def _labels(frame: pd.DataFrame) -> np.ndarray:
-        if "label" not in frame:
-            return np.full(len(frame), np.nan)
-        return pd.to_numeric(frame["label"], errors="coerce").to_numpy(dtype=np.float64)
-
     # -- sweeps ---------------------------------------------------------------------------------
 
     @classmethod
@@ -350,7 +345,7 @@ class CLAD(Detector):
         gen = torch.Generator().manual_seed(c.seed)
         device = self.device
 
-        y_train, y_val = self._labels(train), self._labels(val)
+        y_train, y_val = window_labels(train), window_labels(val)
         known = np.flatnonzero(~np.isnan(y_train))
         if len(np.unique(y_train[known])) < 2:
             raise DataError(f"clad is supervised: its training windows need both normal and anomalous labels "

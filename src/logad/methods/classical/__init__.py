@@ -63,7 +63,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from logad.errors import DataError
 from logad.methods._events import read_state
-from logad.methods._lines import window_max
+from logad.methods._lines import has_line_labels, window_max
 from logad.methods._sampling import SAMPLERS, choose_sampler, make_sampler
 from logad.methods._thresholds import best_f1_cut as _best_cut
 from logad.methods._thresholds import macro_f1_cut, source_f1
@@ -78,6 +78,7 @@ from logad.methods.base import (
     read_artifact_header,
     read_fitted_state,
     register_method,
+    window_labels,
     write_artifact_header,
     write_fitted_state,
 )
@@ -235,12 +236,6 @@ class Classical(Detector):
                 "reg_lambda": c.reg_lambda, "C": c.C, "seed": c.seed, "n_jobs": _threads(c.n_jobs),
                 "device": _device(c.device) if c.model == "xgboost" else "cpu"}
 
-    @staticmethod
-    def _has_line_labels(frame: pd.DataFrame) -> bool:
-        if "line_labels" not in frame:
-            return False
-        return any(v is not None and not (isinstance(v, float) and np.isnan(v)) for v in frame["line_labels"])
-
     def _samples(self, frame: pd.DataFrame, batch: LineBatch) -> tuple[sp.csr_matrix, np.ndarray]:
         """Feature rows and labels (NaN where unknown) of one part, at the model's level."""
         assert self.featurizer is not None
@@ -248,7 +243,7 @@ class Classical(Detector):
             x, _ = self.featurizer.line_matrix(batch)
             return x, batch.u_label
         x, _ = self.featurizer.window_matrix(frame, batch)
-        return x, self._window_labels(frame)
+        return x, window_labels(frame)
 
     @property
     def threshold_kind(self) -> str:
@@ -286,7 +281,7 @@ class Classical(Detector):
         for name in sorted(set(src.tolist())):
             part = train[src == name]
             batch = flatten_lines(part)
-            y = batch.u_label if level == "line" else self._window_labels(part)
+            y = batch.u_label if level == "line" else window_labels(part)
             known = np.count_nonzero(~np.isnan(y))
             labelled += known > 0
             if 0 < np.nansum(y) < known:
@@ -317,12 +312,6 @@ class Classical(Detector):
         a, b = tried["feature_groups"]["mean_f1"], tried["transfer_groups"]["mean_f1"]
         chosen = "transfer_groups" if b > a else "feature_groups"  # a tie (or no fold) keeps the full set
         return {"chosen": chosen, "groups": tried[chosen]["groups"], "tried": tried, "sources": list(parts)}
-
-    @staticmethod
-    def _window_labels(frame: pd.DataFrame) -> np.ndarray:
-        """The window labels of one part (NaN where unknown)."""
-        return pd.to_numeric(frame["label"], errors="coerce").to_numpy(dtype=np.float64) if "label" in frame \
-            else np.full(len(frame), np.nan)
 
     def _class_weight(self, y: np.ndarray, sampler: Any) -> float:
         """Positive-class weight for the boosted models (forest and linear use balanced weights)."""
@@ -356,8 +345,8 @@ class Classical(Detector):
             raise DataError("classical needs training windows; got none")
         level = c.level
         if level == "auto":
-            level = "line" if self._has_line_labels(train) else "window"
-        if level == "line" and not self._has_line_labels(train):
+            level = "line" if has_line_labels(train) else "window"
+        if level == "line" and not has_line_labels(train):
             raise DataError("level=line needs per-line labels in the training windows (line_labels); "
                             "use level=window or a source that labels lines")
         self.level = level

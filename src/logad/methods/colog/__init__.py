@@ -48,11 +48,19 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from logad.embeddings import DIMENSION, EmbeddingCache, texts_to_embed
 from logad.errors import DataError
-from logad.methods._lines import LineBatch, context_index, file_types, flatten_lines, window_max
+from logad.methods._lines import (
+    LineBatch,
+    context_index,
+    file_types,
+    flatten_lines,
+    has_line_labels,
+    window_max,
+)
 from logad.methods._sampling import SAMPLERS, make_sampler
 from logad.methods._thresholds import best_f1_cut
 from logad.methods.base import (
@@ -66,6 +74,7 @@ from logad.methods.base import (
     read_artifact_header,
     read_fitted_state,
     register_method,
+    window_labels,
     write_artifact_header,
     write_fitted_state,
 )
@@ -175,8 +184,8 @@ def type_index(batch: LineBatch, types: list[str]) -> np.ndarray:
     """Each input line's file type as an index into ``types``, plus one (0: a type not there)."""
     if not types or not batch.num_unique:
         return np.zeros(batch.num_unique, dtype=np.int64)
-    index = {t: i + 1 for i, t in enumerate(types)}
-    return np.fromiter((index.get(t, 0) for t in file_types(batch.u_file)), dtype=np.int64, count=batch.num_unique)
+    found = pc.index_in(pa.array(file_types(batch.u_file), pa.string()), value_set=pa.array(types, pa.string()))
+    return pc.fill_null(found, -1).to_numpy().astype(np.int64) + 1
 
 
 @register_method
@@ -229,8 +238,8 @@ class CoLog(Detector):
             frame = frame.drop(columns=[c for c in ("line_files", "line_numbers") if c in frame])
         return flatten_lines(frame)
 
-    def _lines(self, frame: pd.DataFrame) -> _Lines:
-        batch = self._flatten(frame)
+    def _lines(self, frame: pd.DataFrame, batch: LineBatch | None = None) -> _Lines:
+        batch = self._flatten(frame) if batch is None else batch
         texts = self._texts(batch)
         if self.is_fitted and len(self.cache) > self._own_vectors + self.config.scoring_cache_size:
             self.cache.truncate(self._own_vectors)  # bounded: a service meets endless new messages
@@ -362,22 +371,10 @@ class CoLog(Detector):
         info["lines_after"] = int(len(out_rows))
         return out_rows, out_ctx, out_types, out_y, synth, info
 
-    @staticmethod
-    def _known_window_labels(frame: pd.DataFrame) -> np.ndarray:
-        if "label" not in frame:
-            return np.full(len(frame), np.nan)
-        return pd.to_numeric(frame["label"], errors="coerce").to_numpy(dtype=np.float64)
-
-    @staticmethod
-    def _has_line_labels(frame: pd.DataFrame) -> bool:
-        if "line_labels" not in frame:
-            return False
-        return any(v is not None and not (isinstance(v, float) and np.isnan(v)) for v in frame["line_labels"])
-
     def _window_labels(self, frame: pd.DataFrame, lines: _Lines) -> np.ndarray:
         """Window labels: the table's, else any labelled anomalous line (NaN: unknown)."""
-        y = self._known_window_labels(frame)
-        if np.isnan(y).any() and self._has_line_labels(frame):
+        y = window_labels(frame)
+        if np.isnan(y).any() and has_line_labels(frame):
             ly = lines.batch.u_label[lines.batch.unique]
             starts = np.concatenate(([0], np.cumsum(lines.batch.counts))).astype(np.int64)
             for w in np.flatnonzero(np.isnan(y)):
@@ -423,16 +420,14 @@ class CoLog(Detector):
         torch.manual_seed(c.seed)
         rng = np.random.default_rng(c.seed)
         device = self.device
-        self.level = "line" if self._has_line_labels(train) else "window"
+        self.level = "line" if has_line_labels(train) else "window"
         if self.level == "window" and c.mode == "collective":
             raise DataError("collective mode needs line labels (which lines are anomalous) in training; this "
                             "table labels windows only: use mode=point")
         misses_before = self.cache.misses
-        self.file_types = []
-        tl = self._lines(train)
-        if c.file_type:
-            self.file_types = sorted(set(file_types(tl.batch.u_file).tolist()) - {""})
-            tl.types = type_index(tl.batch, self.file_types)
+        tb = self._flatten(train)
+        self.file_types = sorted(set(file_types(tb.u_file).tolist()) - {""}) if c.file_type else []
+        tl = self._lines(train, tb)
         vl = self._lines(val) if len(val) else None
         embedded = self.cache.misses - misses_before
         synth = np.zeros((0, DIMENSION), np.float32)
@@ -448,7 +443,7 @@ class CoLog(Detector):
             rows, ctx_rows, types, ys, synth, sampling = self._resample(tl, known, cls_y[known])
             n_samples = len(rows)
         else:
-            wy = self._known_window_labels(train)
+            wy = window_labels(train)
             windows_known = np.flatnonzero(~np.isnan(wy) & (tl.batch.counts > 0))
             if len(np.unique(wy[windows_known])) < 2:
                 raise DataError("colog is supervised: its training windows need both normal and anomalous labels")
