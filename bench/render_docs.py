@@ -740,6 +740,27 @@ def classical_loso_variant_body(runs: list[Run]) -> str:
             "and notes as in the default run's section. Its full table is in its results file.\n")
 
 
+def colog_variant_body(runs: list[Run]) -> str:
+    """A CoLog run of some of the main run's protocols in one row per protocol, with the
+    leave-one-source-out cut-transfer figures (its full tables stay in its results file)."""
+    rows = []
+    for r in figures(runs[-1])["rows"]:
+        colog = r.get("line", {}).get("colog", {})
+        if r["protocol"] != "leave-one-source-out":
+            rows.append([f"{r['dataset']}, {r['protocol']}", _f3(colog.get("f1")), "–", "–"])
+            continue
+        folds = " / ".join(f"{x['holdout'].split('/')[0]} {_f3(x['line'].get('colog', {}).get('f1'))}"
+                           for x in r["folds"])
+        moved = (r.get("cut_transfer") or {}).get("colog", {})
+        other = " / ".join(_f3(x["other_hosts_f1"]) for x in moved.values()) or "–"
+        tuned = " / ".join(_f3(x["test_tuned_f1"]) for x in moved.values()) or "–"
+        rows.append([f"{r['dataset']}, each host held out: {folds}", f"**{_f3(colog.get('f1'))}**", other, tuned])
+    return (table(["CoLog line F1", "at its validation cut (mean)", "at the other hosts' cut",
+                   "test-tuned (upper bound)"], rows, "lrrr")
+            + "\n\nThe protocols and notes of the CoLog section above; its full tables (unseen and classical "
+            "beside it) are in its results file.\n")
+
+
 def classical_headline(runs: list[Run]) -> str:
     f = figures(runs[-1])
     w, ln, s = f["window_f1"], f["line_f1"], f["summary"]
@@ -865,6 +886,7 @@ RENDERERS: dict[str, Renderer] = {
     "classical_loso_variant": Renderer(classical_loso_variant_body, generic_headline),
     "classical_loso": Renderer(generic_body, classical_loso_headline),
     "colog": Renderer(generic_body, colog_headline),
+    "colog_variant": Renderer(colog_variant_body, colog_headline),
     "hostile_ingest": Renderer(generic_body, hostile_ingest_headline),
     "serve_faults": Renderer(generic_body, serve_faults_headline),
     "clad_compare": Renderer(clad_compare_body, clad_compare_headline,
@@ -872,7 +894,8 @@ RENDERERS: dict[str, Renderer] = {
     "serve_hostile": Renderer(without_long_tables, serve_hostile_headline),
 }
 # Results files of one kind: compare_methods_hdfs.json, serve_latency_threads0.json, ...
-KIND_PREFIXES = {"compare_methods_": "compare_methods", "clad_compare": "clad_compare", "colog": "colog", "classical_with": "classical_variant", "classical_only": "classical_variant", "classical_loso_": "classical_loso_variant", "serve_latency_threads": "serve_latency",
+KIND_PREFIXES = {"compare_methods_": "compare_methods", "clad_compare": "clad_compare", "colog_": "colog_variant",
+                 "colog": "colog", "classical_with": "classical_variant", "classical_only": "classical_variant", "classical_loso_": "classical_loso_variant", "serve_latency_threads": "serve_latency",
                  "serve_faults": "serve_faults"}
 ORDER = ("ingest_throughput", "ingest_multinode", "parsing_accuracy", "fastlogad", "compare_methods",
          "tune_throughput", "serve_latency", "serve_load")
