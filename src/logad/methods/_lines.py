@@ -21,7 +21,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["LineBatch", "context_index", "file_types", "flatten_lines", "has_line_labels", "window_max"]
+__all__ = ["WORD_PATTERN", "LineBatch", "context_index", "file_types", "flatten_lines", "has_line_labels",
+           "window_max"]
+
+# a message's words for bag-of-words inputs: runs of two or more letters (numbers, ids and
+# punctuation drop out, so pids, ports and addresses do not split one message shape in many)
+WORD_PATTERN = r"(?u)\b[^\W\d_]{2,}\b"
 
 _NO_REF = "\x00window"  # file key of lines without references: their window is their context
 

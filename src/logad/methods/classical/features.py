@@ -65,7 +65,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from logad.embeddings import DIMENSION, VECTORS_FILE, EmbeddingCache, texts_to_embed
 from logad.errors import DataError
-from logad.methods._lines import LineBatch, file_types, flatten_lines
+from logad.methods._lines import WORD_PATTERN, LineBatch, file_types, flatten_lines
 
 __all__ = ["FEATURE_GROUPS", "MISSING", "FeatureConfig", "Featurizer", "LineBatch", "file_types", "flatten_lines"]
 
@@ -284,7 +284,7 @@ class Featurizer:
                        min_df=self.config.tfidf_min_df if min_df is None else min_df,
                        max_features=self.config.tfidf_max_features, vocabulary=vocabulary,
                        preprocessor=_letters_only)
-        return cls(lowercase=True, token_pattern=r"(?u)\b[^\W\d_]{2,}\b",
+        return cls(lowercase=True, token_pattern=WORD_PATTERN,
                    ngram_range=(1, self.config.tfidf_ngrams), sublinear_tf=True, dtype=np.float32,
                    min_df=self.config.tfidf_min_df if min_df is None else min_df,
                    max_features=self.config.tfidf_max_features, vocabulary=vocabulary)
