@@ -39,6 +39,7 @@ Every dataset is ingested with `logad ingest` into bench/scratch/ (reused when t
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -91,7 +92,8 @@ def _figs(agg: dict[str, Any]) -> dict[str, dict[str, float]]:
             for m, a in agg.items()}
 
 
-def detection(name: str, path: Path, protocol: str, seeds: list[int], holdout: str | None = None) -> dict[str, Any]:
+def detection(name: str, path: Path, protocol: str, seeds: list[int], holdout: str | None = None,
+              configs: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     from logad.commands.compare import compare_folds, compare_methods, format_comparison
     from logad.evaluation.splits import LOSO, split_windows
     from logad.windows import read_windows
@@ -101,10 +103,10 @@ def detection(name: str, path: Path, protocol: str, seeds: list[int], holdout: s
     t = time.perf_counter()
     if protocol == LOSO:
         if holdout:  # one fold
-            one = compare_methods(windows, METHODS, LOSO, {"holdout": holdout}, seeds, {}, device="cpu")
+            one = compare_methods(windows, METHODS, LOSO, {"holdout": holdout}, seeds, configs, device="cpu")
             result = {**one, "folds": [{**one, "holdout": holdout}]}
         else:
-            result = compare_folds(windows, METHODS, {}, seeds, {}, device="cpu", keep_scores=True)
+            result = compare_folds(windows, METHODS, {}, seeds, configs, device="cpu", keep_scores=True)
         folds = []
         for f in result["folds"]:
             test = split_windows(windows, LOSO, supervised=True, seed=seeds[0], holdout=f["holdout"]).test
@@ -117,7 +119,7 @@ def detection(name: str, path: Path, protocol: str, seeds: list[int], holdout: s
         if len(result["folds"]) >= 2:
             out["cut_transfer"] = cut_transfer(result["folds"], seeds[0])
     else:
-        result = compare_methods(windows, METHODS, protocol, {}, seeds, {}, device="cpu")
+        result = compare_methods(windows, METHODS, protocol, {}, seeds, configs, device="cpu")
         test = split_windows(windows, protocol, supervised=True, seed=seeds[0]).test
         n, bad, floor = _line_floor(test)
         out = {"test_lines": n, "test_anomalous_lines": bad, "flag_all_line_f1": floor,
@@ -272,6 +274,8 @@ def main() -> int:
                    help="protocols of the forensic table")
     p.add_argument("--holdout", default=None, help="leave-one-source-out: run this fold only (e.g. dfrws-2009/logs)")
     p.add_argument("--results", default="colog.json", help="results file under bench/results")
+    p.add_argument("--colog-config", default=None, metavar="JSON",
+                   help='CoLog settings other than its defaults, e.g. \'{"words": true}\' (recorded with the run)')
     p.add_argument("--no-speed", action="store_true")
     p.add_argument("--no-record", action="store_true")
     args = p.parse_args()
@@ -279,6 +283,7 @@ def main() -> int:
 
     init_ray(progress=False)
     data = datasets(args.only)
+    configs = {"colog": json.loads(args.colog_config)} if args.colog_config else {}
     rows = []
     t0 = time.perf_counter()
     for name, path in data.items():
@@ -289,14 +294,16 @@ def main() -> int:
                 seeds = [100]  # the authors' seed: their protocol exactly, once
             elif protocol == "leave-one-source-out":
                 seeds = args.seeds[:1]  # every fold trains a model per method: one seed
-            rows.append(detection(name, path, protocol, seeds, args.holdout))
+            rows.append(detection(name, path, protocol, seeds, args.holdout, configs))
     sp = None if args.no_speed or "forensic" not in data else speed(data["forensic"])
     md, figures = markdown(rows, sp)
     figures["wall_s"] = time.perf_counter() - t0
     print("\n" + md)
     if not args.no_record:
         what = ", ".join(f"{r['dataset']} {r['protocol']}" for r in rows)
-        record(f"CoLog beside unseen and classical: {what}", md, figures, args.results)
+        settings = f" ({', '.join(f'{k}={json.dumps(v)}' for k, v in configs['colog'].items())})" if configs else ""
+        figures["colog_config"] = configs.get("colog", {})
+        record(f"CoLog{settings} beside unseen and classical: {what}", md, figures, args.results)
     return 0
 
 

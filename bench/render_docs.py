@@ -755,10 +755,12 @@ def colog_variant_body(runs: list[Run]) -> str:
         other = " / ".join(_f3(x["other_hosts_f1"]) for x in moved.values()) or "–"
         tuned = " / ".join(_f3(x["test_tuned_f1"]) for x in moved.values()) or "–"
         rows.append([f"{r['dataset']}, each host held out: {folds}", f"**{_f3(colog.get('f1'))}**", other, tuned])
+    settings = figures(runs[-1]).get("colog_config")
+    settings = f"CoLog settings other than its defaults: `{json.dumps(settings)}`. " if settings else ""
     return (table(["CoLog line F1", "at its validation cut (mean)", "at the other hosts' cut",
                    "test-tuned (upper bound)"], rows, "lrrr")
-            + "\n\nThe protocols and notes of the CoLog section above; its full tables (unseen and classical "
-            "beside it) are in its results file.\n")
+            + f"\n\n{settings}The protocols and notes of the CoLog section above; its full tables (unseen and "
+            "classical beside it) are in its results file.\n")
 
 
 def classical_headline(runs: list[Run]) -> str:

@@ -7,6 +7,7 @@ train for a few epochs on CPU.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pandas as pd
 import pytest
 
 from logad.methods import load_detector
-from logad.methods._lines import context_index, flatten_lines
+from logad.methods._lines import WORD_PATTERN, context_index, flatten_lines
 from logad.methods.colog import CoLog, collective_classes
 from logad.pipelines.ingest import run_ingest
 from logad.sources.config import load_source_config
@@ -50,7 +51,7 @@ def forensic(tmp_path_factory) -> dict[str, pd.DataFrame]:
 
 @pytest.fixture(scope="module")
 def fitted(forensic) -> CoLog:
-    det = CoLog(TINY)
+    det = CoLog(TINY | {"words": True})  # the word bags too, so every test below runs through them
     det.fit(forensic["train"], forensic["val"])
     return det
 
@@ -184,6 +185,7 @@ def test_the_file_type_tells_apart_the_same_message_in_two_files(forensic):
         det = CoLog(TINY | {"epochs": 3, "sampler": "none", "file_type": file_type})
         det.fit(train, val)
         assert det.file_types == (["auth", "kern"] if file_type else [])
+        assert det.word_vocabulary == []  # no word bags unless asked for
         aurocs[file_type] = roc_auc_score(y, det.score_lines(test))
     # with its file type a line is told apart at once; from its words and context alone the
     # two copies are the same input, so the scores cannot separate them
@@ -200,3 +202,37 @@ def test_a_file_type_never_seen_in_training_is_scored_as_unknown(fitted, forensi
     lines = fitted._lines(frame)
     assert (lines.types == 0).all()  # the shared row for unknown types
     assert np.isfinite(fitted.score_lines(frame)).all()
+
+
+def test_word_bags_hold_the_training_words_and_travel_with_the_model(fitted, forensic, tmp_path):
+    vocabulary = fitted.word_vocabulary
+    messages = " ".join(flatten_lines(forensic["train"]).u_message.to_pylist()).lower()
+    assert {t for t in vocabulary if " " not in t} == set(re.findall(WORD_PATTERN, messages))  # all fit the cap
+    assert any(" " in t for t in vocabulary)  # and the word pairs
+    assert not any(ch.isdigit() for t in vocabulary for ch in t)
+    fitted.save(tmp_path)
+    assert json.loads((tmp_path / "state.json").read_text())["words"] == vocabulary
+    assert load_detector(tmp_path).word_vocabulary == vocabulary
+
+
+def test_a_line_without_known_words_gets_nothing_from_its_bag(fitted, forensic):
+    import torch
+
+    lines = fitted._lines(forensic["test"].iloc[:3])
+    matrix = fitted._matrix()
+    inputs = fitted._line_inputs(matrix, lines, slice(None))
+    assert len(inputs[4][0])  # the lines hold known words ...
+    with torch.no_grad():
+        known = fitted.net(*inputs)[0]
+        lines.bag_rows[:] = -1
+        empty = fitted.net(*fitted._line_inputs(matrix, lines, slice(None)))[0]
+        none = fitted.net(*inputs[:4], None)[0]
+    assert not torch.allclose(known, empty)  # ... which move the verdict
+    torch.testing.assert_close(empty, none, rtol=0, atol=0)  # an empty bag adds exactly nothing
+
+
+def test_synthetic_training_lines_have_no_words(forensic):
+    det = CoLog(TINY | {"epochs": 1, "sampler": "smote", "words": True})
+    report = det.fit(forensic["train"], forensic["val"])
+    assert report.extra["sampling"]["synthetic_rows"] > 0
+    assert np.isfinite(det.score_lines(forensic["test"])).all()

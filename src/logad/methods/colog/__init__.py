@@ -49,11 +49,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from logad.embeddings import DIMENSION, EmbeddingCache, texts_to_embed
 from logad.errors import DataError
 from logad.methods._lines import (
+    WORD_PATTERN,
     LineBatch,
     context_index,
     file_types,
@@ -101,6 +103,11 @@ class CoLogConfig(BaseModel):
         True, description="add a learned embedding of the line's file type (the leading letters of its file name: "
         "auth, syslog, kern, ...) to its message vector; types not seen in training share one. Keyword labels "
         "are a list per file type, so the same message can be normal in one file and anomalous in another")
+    words: bool = Field(
+        False, description="add a learned bag of the message's words and word pairs (runs of letters, lower-cased; "
+        "the training messages' most common words_vocabulary n-grams) to its message vector. Keyword labels hang "
+        "on exact words, which a sentence vector blurs; a word learnt in one file type carries to the others")
+    words_vocabulary: int = Field(16384, ge=16, description="n-grams in the word vocabulary at most")
     context_by: Literal["file", "window"] = Field(
         "file", description="file: a line's context is its neighbours in its file (syslog-family logs); window: "
         "its neighbours in its window (sessions such as HDFS blocks, whose lines interleave in a file)")
@@ -170,14 +177,17 @@ def collective_classes(labels: np.ndarray, ctx: np.ndarray) -> np.ndarray:
 
 class _Lines:
     """One part's input lines ready for the network: cache rows of the messages and of
-    each line's context (``-1``: padding)."""
+    each line's context (``-1``: padding), file types and word bags."""
 
-    def __init__(self, batch: LineBatch, rows: np.ndarray, width: int, types: list[str]) -> None:
+    def __init__(self, batch: LineBatch, rows: np.ndarray, width: int, types: list[str],
+                 bags: sp.csr_matrix, bag_rows: np.ndarray) -> None:
         self.batch = batch
         self.ctx = context_index(batch.u_group, width)        # (U, 2w+1) input-line indices
         self.rows = rows                                      # (U,) cache row of each message
         self.ctx_rows = np.where(self.ctx >= 0, rows[np.maximum(self.ctx, 0)], -1)
         self.types = type_index(batch, types)                 # (U,) file type of each line (0: unknown)
+        self.bags = bags                                      # word bags of the part's distinct messages
+        self.bag_rows = bag_rows                              # (U,) row of each line's bag (-1: none)
 
 
 def type_index(batch: LineBatch, types: list[str]) -> np.ndarray:
@@ -206,6 +216,8 @@ class CoLog(Detector):
         self.level: str | None = None        # "line" (line labels) or "window" (window labels only)
         self.window_threshold: float | None = None
         self.file_types: list[str] = []      # the file types seen in training (embedding rows 1..n)
+        self.word_vocabulary: list[str] = []  # the word n-grams of the bag input (its rows, in order)
+        self._words: Any = None              # their vectoriser, built on first use
         self.threshold_strategy = ""
         self.fit_report: FitReport | None = None
 
@@ -228,7 +240,7 @@ class CoLog(Detector):
         return CollaborativeTransformer(input_dim=DIMENSION, context=c.context, hidden=c.hidden, layers=c.layers,
                                         heads=c.heads, ff=c.ff or 2 * c.hidden, dropout=c.dropout,
                                         adaptation_heads=c.adaptation_heads, classes=self.classes,
-                                        file_types=len(self.file_types))
+                                        file_types=len(self.file_types), words=len(self.word_vocabulary))
 
     def _texts(self, batch: LineBatch) -> list[str]:
         return texts_to_embed(batch.u_message, self.config.text).to_pylist()
@@ -244,7 +256,39 @@ class CoLog(Detector):
         if self.is_fitted and len(self.cache) > self._own_vectors + self.config.scoring_cache_size:
             self.cache.truncate(self._own_vectors)  # bounded: a service meets endless new messages
         self.cache.ensure(texts, ray_above=self.config.ray_embed_above)
-        return _Lines(batch, self.cache.rows(texts), self.config.context, self.file_types)
+        rows = self.cache.rows(texts)
+        return _Lines(batch, rows, self.config.context, self.file_types, *self._word_bags(texts, rows))
+
+    def _vectoriser(self, vocabulary: list[str] | None = None) -> Any:
+        from sklearn.feature_extraction.text import CountVectorizer
+
+        return CountVectorizer(lowercase=True, token_pattern=WORD_PATTERN, ngram_range=(1, 2), binary=True,
+                               dtype=np.float32, max_features=self.config.words_vocabulary, vocabulary=vocabulary)
+
+    def _fit_words(self, texts: list[str]) -> None:
+        """The word vocabulary: the most common n-grams of the distinct training messages."""
+        self._words = None
+        self.word_vocabulary = []
+        if not self.config.words:
+            return
+        vec = self._vectoriser()
+        try:
+            vec.fit(sorted(set(texts)))
+        except ValueError:  # no message holds a word
+            return
+        self.word_vocabulary = [str(t) for t in vec.get_feature_names_out()]
+
+    def _word_bags(self, texts: list[str], rows: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:
+        """The word bags of the distinct messages among ``texts`` (their cache ``rows``), with an
+        empty bag as the last row, and the row of every text's bag."""
+        if not self.word_vocabulary or not len(rows):
+            return sp.csr_matrix((1, max(len(self.word_vocabulary), 1)), dtype=np.float32), np.full(len(rows), -1)
+        if self._words is None:
+            self._words = self._vectoriser(self.word_vocabulary)
+        _, first, inverse = np.unique(rows, return_index=True, return_inverse=True)
+        bags = self._words.transform([texts[i] for i in first])
+        empty = sp.csr_matrix((1, bags.shape[1]), dtype=bags.dtype)
+        return sp.vstack([bags, empty], format="csr"), inverse.ravel().astype(np.int64)
 
     @classmethod
     def sweep_state(cls, train: pd.DataFrame, val: pd.DataFrame, config: Mapping[str, Any]) -> EmbeddingCache:
@@ -265,15 +309,27 @@ class CoLog(Detector):
 
     # -- tensors --------------------------------------------------------------------------------
 
-    def _inputs(self, matrix: Any, rows: np.ndarray, ctx_rows: np.ndarray,
-                types: np.ndarray) -> tuple[Any, Any, Any, Any]:
-        """(own, ctx, pad, file type) tensors of some lines from cache rows (``-1``: padding)."""
+    def _inputs(self, matrix: Any, rows: np.ndarray, ctx_rows: np.ndarray, types: np.ndarray,
+                bags: sp.csr_matrix, bag_rows: np.ndarray) -> tuple[Any, Any, Any, Any, Any]:
+        """(own, ctx, pad, file type, word bags) tensors of some lines from cache rows (``-1``:
+        padding) and rows of ``bags`` (``-1``: no words)."""
         import torch
 
-        own = matrix[torch.as_tensor(rows, device=matrix.device)]
-        pad = torch.as_tensor(ctx_rows < 0, device=matrix.device)
-        ctx = matrix[torch.as_tensor(np.maximum(ctx_rows, 0), device=matrix.device)]
-        return own, ctx.masked_fill(pad[..., None], 0.0), pad, torch.as_tensor(types, device=matrix.device)
+        dev = matrix.device
+        own = matrix[torch.as_tensor(rows, device=dev)]
+        pad = torch.as_tensor(ctx_rows < 0, device=dev)
+        ctx = matrix[torch.as_tensor(np.maximum(ctx_rows, 0), device=dev)]
+        words = None
+        if self.word_vocabulary:
+            picked = bags[np.where(bag_rows >= 0, bag_rows, bags.shape[0] - 1)]
+            words = (torch.as_tensor(picked.indices.astype(np.int64), device=dev),
+                     torch.as_tensor(picked.indptr[:-1].astype(np.int64), device=dev))
+        return own, ctx.masked_fill(pad[..., None], 0.0), pad, torch.as_tensor(types, device=dev), words
+
+    def _line_inputs(self, matrix: Any, lines: _Lines, sel: Any) -> tuple[Any, Any, Any, Any, Any]:
+        """:meth:`_inputs` of the lines ``sel`` of a part."""
+        return self._inputs(matrix, lines.rows[sel], lines.ctx_rows[sel], lines.types[sel], lines.bags,
+                            lines.bag_rows[sel])
 
     def _matrix(self, extra: np.ndarray | None = None) -> Any:
         import torch
@@ -293,8 +349,7 @@ class CoLog(Detector):
         with torch.no_grad():
             for a in range(0, n, self.config.score_batch_size):
                 b = min(n, a + self.config.score_batch_size)
-                logits, _, _ = self.net(*self._inputs(matrix, lines.rows[a:b], lines.ctx_rows[a:b],
-                                                      lines.types[a:b]))
+                logits, _, _ = self.net(*self._line_inputs(matrix, lines, slice(a, b)))
                 out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
         return np.concatenate(out).astype(np.float64) if out else np.zeros((0, self.classes))
 
@@ -306,20 +361,22 @@ class CoLog(Detector):
 
     # -- training -------------------------------------------------------------------------------
 
-    def _resample(self, lines: _Lines, idx: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
-                                                                               np.ndarray, np.ndarray, dict]:
+    def _resample(self, lines: _Lines, idx: np.ndarray,
+                  y: np.ndarray) -> tuple[tuple[np.ndarray, ...], np.ndarray, np.ndarray, dict]:
         """Resample the labelled training lines ``idx`` (classes ``y``) over their distinct
         (message, context, file type, class) rows, in the space of the message and context
-        vectors and the file type one-hot. Returns the kept lines' (rows, ctx_rows, types, y),
-        synthetic vectors to append to the matrix, and what was done."""
+        vectors and the file type one-hot. Returns the kept lines' (rows, ctx_rows, types,
+        bag_rows) and classes, synthetic vectors to append to the matrix, and what was done.
+        Synthetic lines have no word bag."""
         c = self.config
-        rows, ctx_rows, types = lines.rows[idx], lines.ctx_rows[idx], lines.types[idx]
+        cols = (lines.rows[idx], lines.ctx_rows[idx], lines.types[idx], lines.bag_rows[idx])
+        rows, ctx_rows, types, _ = cols
         binary = (y > 0).astype(np.int64) if self.classes == 4 else y
         info: dict[str, Any] = {"sampler": c.sampler, "lines_before": int(len(idx))}
         none = np.zeros((0, DIMENSION), np.float32)
         if c.sampler == "none" or len(np.unique(binary)) < 2:
             info["lines_after"] = int(len(idx))
-            return rows, ctx_rows, types, y, none, info
+            return cols, y, none, info
         key = np.column_stack([rows, ctx_rows, types, y])
         distinct, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
         inverse = inverse.ravel()
@@ -333,21 +390,18 @@ class CoLog(Detector):
         info["distinct_rows"] = int(len(distinct))
         if sampler is None:
             info["lines_after"] = int(len(idx))
-            return rows, ctx_rows, types, y, none, info
+            return cols, y, none, info
         x_res, y_res = sampler.fit_resample(x, yd)
         synth = np.zeros((0, DIMENSION), np.float32)
         if hasattr(sampler, "sample_indices_"):
             kept_distinct = np.zeros(len(distinct), dtype=bool)
             kept_distinct[sampler.sample_indices_[sampler.sample_indices_ < len(distinct)]] = True
-            keep = kept_distinct[inverse]
-            # random over-sampling lists every distinct row, then the repeats
-            extra = sampler.sample_indices_[len(distinct):] if c.sampler == "random-over" else np.zeros(0, np.int64)
-            out_rows, out_ctx, out_types, out_y = rows[keep], ctx_rows[keep], types[keep], y[keep]
-            if len(extra):  # random over-sampling repeats distinct rows: repeat one line of each
-                out_rows = np.concatenate([out_rows, rows[first[extra]]])
-                out_ctx = np.concatenate([out_ctx, ctx_rows[first[extra]]])
-                out_types = np.concatenate([out_types, types[first[extra]]])
-                out_y = np.concatenate([out_y, y[first[extra]]])
+            keep = np.flatnonzero(kept_distinct[inverse])
+            # random over-sampling lists every distinct row, then the repeats: one line of each
+            if c.sampler == "random-over":
+                keep = np.concatenate([keep, first[sampler.sample_indices_[len(distinct):]]])
+            out = tuple(col[keep] for col in cols)
+            out_y = y[keep]
             info["distinct_removed"] = int((~kept_distinct).sum())
         else:  # a synthesiser: new vectors, each split back into a message, its context and a file type
             new = x_res[len(distinct):].astype(np.float32)
@@ -363,13 +417,12 @@ class CoLog(Detector):
             y_new = y_res[len(distinct):].astype(np.int64)
             if self.classes == 4:
                 y_new = np.where(y_new > 0, 1, 0)  # synthetic anomalies are message anomalies
-            out_rows = np.concatenate([rows, rows_new])
-            out_ctx = np.concatenate([ctx_rows, ctx_new])
-            out_types = np.concatenate([types, types_new])
+            added = (rows_new, ctx_new, types_new, np.full(len(new), -1, dtype=np.int64))
+            out = tuple(np.concatenate([col, more]) for col, more in zip(cols, added, strict=True))
             out_y = np.concatenate([y, y_new])
             info["synthetic_rows"] = int(len(new))
-        info["lines_after"] = int(len(out_rows))
-        return out_rows, out_ctx, out_types, out_y, synth, info
+        info["lines_after"] = int(len(out[0]))
+        return out, out_y, synth, info
 
     def _window_labels(self, frame: pd.DataFrame, lines: _Lines) -> np.ndarray:
         """Window labels: the table's, else any labelled anomalous line (NaN: unknown)."""
@@ -427,6 +480,7 @@ class CoLog(Detector):
         misses_before = self.cache.misses
         tb = self._flatten(train)
         self.file_types = sorted(set(file_types(tb.u_file).tolist()) - {""}) if c.file_type else []
+        self._fit_words(self._texts(tb))
         tl = self._lines(train, tb)
         vl = self._lines(val) if len(val) else None
         embedded = self.cache.misses - misses_before
@@ -440,7 +494,7 @@ class CoLog(Detector):
             if binary.all() or not binary.any():
                 raise DataError(f"colog is supervised: its training lines need both normal and anomalous labels "
                                 f"(got {int(binary.sum())} anomalous of {len(known)})")
-            rows, ctx_rows, types, ys, synth, sampling = self._resample(tl, known, cls_y[known])
+            (rows, ctx_rows, types, bag_rows), ys, synth, sampling = self._resample(tl, known, cls_y[known])
             n_samples = len(rows)
         else:
             wy = window_labels(train)
@@ -482,7 +536,8 @@ class CoLog(Detector):
             for a in range(0, n_samples, c.batch_size):
                 sel = perm[a: a + c.batch_size]
                 if self.level == "line":
-                    logits, _, _ = self.net(*self._inputs(matrix, rows[sel], ctx_rows[sel], types[sel]))
+                    logits, _, _ = self.net(*self._inputs(matrix, rows[sel], ctx_rows[sel], types[sel], tl.bags,
+                                                          bag_rows[sel]))
                     target = torch.as_tensor(ys[sel], device=device)
                     loss = torch.nn.functional.cross_entropy(logits, target, weight=weight)
                 else:
@@ -490,7 +545,7 @@ class CoLog(Detector):
                     parts = [tl.batch.unique[starts[w]: starts[w + 1]] for w in wins]
                     u = np.concatenate(parts)
                     seg = torch.as_tensor(np.repeat(np.arange(len(wins)), [len(p) for p in parts]), device=device)
-                    logits, _, _ = self.net(*self._inputs(matrix, tl.rows[u], tl.ctx_rows[u], tl.types[u]))
+                    logits, _, _ = self.net(*self._line_inputs(matrix, tl, u))
                     line_logit = logits[:, 1] - logits[:, 0]
                     win_logit = torch.full((len(wins),), -torch.inf, device=device).scatter_reduce(
                         0, seg, line_logit, reduce="amax")
@@ -563,6 +618,7 @@ class CoLog(Detector):
         params = sum(p.numel() for p in self.net.parameters())
         report.extra = {"level": self.level, "mode": c.mode, "context": c.context, "parameters": int(params),
                         "train_samples": int(n_samples), "sampling": sampling, "file_types": list(self.file_types),
+                        "word_vocabulary": len(self.word_vocabulary),
                         "messages_embedded": int(embedded), "embedding_cache_hits": int(hits),
                         "distinct_messages": len(self.cache), "threshold_strategy": self.threshold_strategy,
                         "line_threshold": self._line_threshold, "best_val_f1": best_f1 if vl is not None else None}
@@ -631,8 +687,7 @@ class CoLog(Detector):
         attention: dict[int, np.ndarray] = {}
         if len(chosen):
             with torch.no_grad():
-                _, w, _ = self.net(*self._inputs(self._matrix(), lines.rows[chosen], lines.ctx_rows[chosen],
-                                                 lines.types[chosen]), need_attention=True)
+                _, w, _ = self.net(*self._line_inputs(self._matrix(), lines, chosen), need_attention=True)
             attention = dict(zip(chosen.tolist(), w.float().cpu().numpy(), strict=True))
         raw = b.u_line.to_pylist()
         ids = [str(v) for v in frame["window_id"]] if "window_id" in frame else [""] * len(frame)
@@ -668,7 +723,7 @@ class CoLog(Detector):
         save_file({k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()},
                   str(out / WEIGHTS_FILE))
         self.cache.head(self._own_vectors).save(out)
-        write_fitted_state(out, self, level=self.level, file_types=self.file_types)
+        write_fitted_state(out, self, level=self.level, file_types=self.file_types, words=self.word_vocabulary)
 
     @classmethod
     def load(cls, path: str | Path) -> CoLog:
@@ -679,10 +734,12 @@ class CoLog(Detector):
         header = read_artifact_header(root, cls.name)
         det = cls(header["config"])
         state = read_fitted_state(root, det, levels=("line", "window"))
-        types = state.get("file_types", [])
-        if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
-            raise DataError(f"{root / 'state.json'}: 'file_types' must be a list of strings")
-        det.file_types = types
+        for key in ("file_types", "words"):
+            value = state.get(key, [])
+            if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+                raise DataError(f"{root / 'state.json'}: '{key}' must be a list of strings")
+        det.file_types = state.get("file_types", [])
+        det.word_vocabulary = state.get("words", [])
         det.cache = EmbeddingCache.load(root, batch_size=det.config.embed_batch_size)
         det._own_vectors = len(det.cache)
         det.net = det._build()

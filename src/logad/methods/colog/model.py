@@ -12,6 +12,13 @@ to its semantic token: syslog-family labels depend on which file a message sits 
 (the keyword rule is a list per file type), which a message's words alone cannot tell.
 Index 0 is any type not seen in training.
 
+Optionally (``words > 0``), a learned bag of the message's words and word pairs (a
+vocabulary of the training messages' n-grams) is added to the semantic token too:
+keyword labels hang on exact words ("disabled", "not supported"), which a sentence
+vector blurs among its neighbours. The bag's projection starts at zero, so the
+network begins from the sentence vector alone; n-grams outside the vocabulary add
+nothing.
+
 Each encoder layer is multi-head *impressed* attention (queries from its own
 modality, keys and values from the other's), a residual and layer norm, an MLP,
 a residual and layer norm; the two encoders run side by side, layer by layer, each
@@ -33,7 +40,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["CollaborativeTransformer"]
+__all__ = ["WORD_DIM", "CollaborativeTransformer"]
+
+WORD_DIM = 64  # width of a word vector; a bag is their mean, projected to the model width
 
 
 class _EncoderLayer(nn.Module):
@@ -87,12 +96,16 @@ class _Balancing(nn.Module):
 
 class CollaborativeTransformer(nn.Module):
     def __init__(self, *, input_dim: int, context: int, hidden: int, layers: int, heads: int, ff: int,
-                 dropout: float, adaptation_heads: int, classes: int, file_types: int = 0) -> None:
+                 dropout: float, adaptation_heads: int, classes: int, file_types: int = 0, words: int = 0) -> None:
         super().__init__()
         self.context = context
         self.file_type = nn.Embedding(file_types + 1, hidden) if file_types else None
         if self.file_type is not None:  # starts neutral: the message alone, until training moves it
             nn.init.zeros_(self.file_type.weight)
+        self.words = nn.EmbeddingBag(words, WORD_DIM, mode="mean") if words else None
+        self.words_out = nn.Linear(WORD_DIM, hidden, bias=False) if words else None
+        if self.words_out is not None:  # neutral at the start too; an empty bag always adds nothing
+            nn.init.zeros_(self.words_out.weight)
         self.sem_in = nn.Sequential(nn.Linear(input_dim, hidden), nn.LayerNorm(hidden))
         self.seq_in = nn.Sequential(nn.Linear(input_dim, hidden), nn.LayerNorm(hidden))
         self.offset = nn.Embedding(2 * context + 1, hidden)
@@ -105,7 +118,7 @@ class CollaborativeTransformer(nn.Module):
                                   nn.LayerNorm(hidden), nn.Linear(hidden, classes))
 
     def forward(self, own: torch.Tensor, ctx: torch.Tensor, ctx_pad: torch.Tensor, file_type: torch.Tensor | None = None,
-                need_attention: bool = False) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+                words: tuple[torch.Tensor, torch.Tensor] | None = None, need_attention: bool = False) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """Logits (B, classes), the semantic token's attention over the context positions in the
         last layer (B, 2w+1; with ``need_attention``), and the modality weights (B, 2).
 
@@ -114,11 +127,15 @@ class CollaborativeTransformer(nn.Module):
             ctx: (B, 2w+1, D) their context's vectors (anything at padded positions).
             ctx_pad: (B, 2w+1) True where a position is padding (the centre never is).
             file_type: (B,) the lines' file type indices (0: unknown), when the network has them.
+            words: the lines' word bags, when the network has a vocabulary: (indices, offsets) as
+                :class:`torch.nn.EmbeddingBag` takes them (an empty bag adds nothing).
         """
         positions = torch.arange(ctx.shape[1], device=ctx.device)
         sem = self.sem_in(own)
         if self.file_type is not None and file_type is not None:
             sem = sem + self.file_type(file_type)
+        if self.words is not None and self.words_out is not None and words is not None:
+            sem = sem + self.words_out(self.words(*words))
         sem = sem[:, None, :]
         seq = self.seq_in(ctx) + self.offset(positions)[None]
         attention = None
