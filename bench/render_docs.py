@@ -749,11 +749,16 @@ def colog_variant_body(runs: list[Run]) -> str:
         if r["protocol"] != "leave-one-source-out":
             rows.append([f"{r['dataset']}, {r['protocol']}", _f3(colog.get("f1")), "–", "–"])
             continue
+        many = len(r.get("seeds", [])) > 1
         folds = " / ".join(f"{x['holdout'].split('/')[0]} {_f3(x['line'].get('colog', {}).get('f1'))}"
+                           + (f" ± {_f3(x['line'].get('colog', {}).get('f1_std'))}" if many else "")
                            for x in r["folds"])
+        folds += f" ({len(r['seeds'])} seeds)" if many else ""
         moved = (r.get("cut_transfer") or {}).get("colog", {})
         other = " / ".join(_f3(x["other_hosts_f1"]) for x in moved.values()) or "–"
         tuned = " / ".join(_f3(x["test_tuned_f1"]) for x in moved.values()) or "–"
+        if many and moved:
+            other, tuned = f"{other} (seed {r['seeds'][0]})", f"{tuned} (seed {r['seeds'][0]})"
         rows.append([f"{r['dataset']}, each host held out: {folds}", f"**{_f3(colog.get('f1'))}**", other, tuned])
     settings = figures(runs[-1]).get("colog_config")
     settings = f"CoLog settings other than its defaults: `{json.dumps(settings)}`. " if settings else ""
