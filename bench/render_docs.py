@@ -18,6 +18,7 @@ import json
 import math
 import re
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,13 +156,15 @@ def figures(run: Run) -> dict[str, Any]:
     return run.get("figures") or {}
 
 
-def run_header(name: str, runs: list[Run]) -> str:
+def run_header(name: str, runs: list[Run], usual_machine: str | None = None) -> str:
+    """The latest run's date, command and commit, the runs kept, and its machine where it is
+    not the page's usual one."""
     last = runs[-1]
     commit = f" (commit {last['commit']})" if last.get("commit") else ""
-    lines = [f"- latest run: {last['date']}, `{last['command']}`{commit}",
-             f"- machine: {last['machine']}",
-             f"- runs kept: {len(runs)} in `bench/results/{name}.json`"
-             + (f", the first on {runs[0]['date']}" if len(runs) > 1 else "")]
+    lines = [f"- latest run: {last['date']}, `{last['command']}`{commit}; runs kept: {len(runs)} in "
+             f"`bench/results/{name}.json`" + (f", the first on {runs[0]['date']}" if len(runs) > 1 else "")]
+    if last["machine"] != usual_machine:
+        lines.append(f"- machine: {last['machine']}")
     if last.get("note"):
         lines.append(f"- note: {last['note']}")
     if last.get("recovered"):
@@ -169,16 +172,16 @@ def run_header(name: str, runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
-def section(name: str, runs: list[Run], r: Renderer) -> str:
+def section(name: str, runs: list[Run], r: Renderer, usual_machine: str | None = None) -> str:
     """One benchmark's section. Where its renderer fails on the runs (figures of a shape it
     does not know), the section falls back to the generic one and says so."""
     try:
-        return _section(name, runs, r)
+        return _section(name, runs, r, usual_machine)
     except (KeyError, IndexError, TypeError, ValueError, AttributeError, ZeroDivisionError) as exc:
         if r is GENERIC:
             raise
-        header = run_header(name, runs)
-        fallback = _section(name, runs, GENERIC)
+        header = run_header(name, runs, usual_machine)
+        fallback = _section(name, runs, GENERIC, usual_machine)
         why = (f"- shown through the generic table: the renderer for `{name}` failed on its runs "
                f"({type(exc).__name__}: {exc}); see bench/render_docs.py")
         return fallback.replace(header, header + "\n" + why, 1)
@@ -191,8 +194,8 @@ def headline(name: str, runs: list[Run]) -> str:
         return GENERIC.headline(runs)
 
 
-def _section(name: str, runs: list[Run], r: Renderer) -> str:
-    parts = [f"## {r.title or runs[-1]['title']}", run_header(name, runs), r.body(runs).strip()]
+def _section(name: str, runs: list[Run], r: Renderer, usual_machine: str | None = None) -> str:
+    parts = [f"## {r.title or runs[-1]['title']}", run_header(name, runs, usual_machine), r.body(runs).strip()]
     if r.notes:
         notes = r.notes(runs).strip()
         if notes:
@@ -935,8 +938,11 @@ def render(results: Path = RESULTS) -> str:
     overview = table(["benchmark", "results file", "latest run", "runs", "current figure"],
                      [[renderer(name).title or runs[-1]["title"], f"`{name}.json`", runs[-1]["date"], len(runs),
                        headline(name, runs)] for name, runs in benches.items()], "lllrl")
-    sections = [section(name, runs, renderer(name)) for name, runs in benches.items()]
-    return INTRO + "\n" + overview + "\n\n" + "\n".join(sections)
+    machines = Counter(runs[-1]["machine"] for runs in benches.values())
+    usual = machines.most_common(1)[0][0] if machines else None
+    sections = [section(name, runs, renderer(name), usual) for name, runs in benches.items()]
+    where = f"Unless its section names another, a benchmark's latest run was on {usual}.\n\n" if usual else ""
+    return INTRO + "\n" + where + overview + "\n\n" + "\n".join(sections)
 
 
 def write_page(results: Path = RESULTS, doc: Path = DOC) -> Path:
