@@ -179,9 +179,10 @@ class _Lines:
     """One part's input lines ready for the network: cache rows of the messages and of
     each line's context (``-1``: padding), file types and word bags."""
 
-    def __init__(self, batch: LineBatch, rows: np.ndarray, width: int, types: list[str],
+    def __init__(self, batch: LineBatch, texts: list[str], rows: np.ndarray, width: int, types: list[str],
                  bags: sp.csr_matrix, bag_rows: np.ndarray) -> None:
         self.batch = batch
+        self.texts = texts                                    # (U,) what was embedded of each message
         self.ctx = context_index(batch.u_group, width)        # (U, 2w+1) input-line indices
         self.rows = rows                                      # (U,) cache row of each message
         self.ctx_rows = np.where(self.ctx >= 0, rows[np.maximum(self.ctx, 0)], -1)
@@ -250,14 +251,14 @@ class CoLog(Detector):
             frame = frame.drop(columns=[c for c in ("line_files", "line_numbers") if c in frame])
         return flatten_lines(frame)
 
-    def _lines(self, frame: pd.DataFrame, batch: LineBatch | None = None) -> _Lines:
+    def _lines(self, frame: pd.DataFrame, batch: LineBatch | None = None, texts: list[str] | None = None) -> _Lines:
         batch = self._flatten(frame) if batch is None else batch
-        texts = self._texts(batch)
+        texts = self._texts(batch) if texts is None else texts
         if self.is_fitted and len(self.cache) > self._own_vectors + self.config.scoring_cache_size:
             self.cache.truncate(self._own_vectors)  # bounded: a service meets endless new messages
         self.cache.ensure(texts, ray_above=self.config.ray_embed_above)
         rows = self.cache.rows(texts)
-        return _Lines(batch, rows, self.config.context, self.file_types, *self._word_bags(texts, rows))
+        return _Lines(batch, texts, rows, self.config.context, self.file_types, *self._word_bags(texts, rows))
 
     def _vectoriser(self, vocabulary: list[str] | None = None) -> Any:
         from sklearn.feature_extraction.text import CountVectorizer
@@ -480,8 +481,9 @@ class CoLog(Detector):
         misses_before = self.cache.misses
         tb = self._flatten(train)
         self.file_types = sorted(set(file_types(tb.u_file).tolist()) - {""}) if c.file_type else []
-        self._fit_words(self._texts(tb))
-        tl = self._lines(train, tb)
+        texts = self._texts(tb)
+        self._fit_words(texts)
+        tl = self._lines(train, tb, texts)
         vl = self._lines(val) if len(val) else None
         embedded = self.cache.misses - misses_before
         synth = np.zeros((0, DIMENSION), np.float32)
@@ -609,7 +611,7 @@ class CoLog(Detector):
         self._line_threshold = float(line_cut) if line_cut is not None else None
         self.threshold_strategy = "; ".join(notes)
         # the model keeps the vectors of the messages it trained and validated on
-        kept = self._texts(tl.batch) + (self._texts(vl.batch) if vl is not None else [])
+        kept = tl.texts + (vl.texts if vl is not None else [])
         hits = self.cache.hits
         self.cache = self.cache.subset(kept)
         self._own_vectors = len(self.cache)
