@@ -743,32 +743,63 @@ def classical_loso_variant_body(runs: list[Run]) -> str:
             "and notes as in the default run's section. Its full table is in its results file.\n")
 
 
+def _colog_folds(runs: list[Run], row: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The held-out folds of a leave-one-source-out row, each from the latest run of the same
+    settings that ran it (a fold per run, with --holdout, is how the long ones are run), and
+    the dates of the earlier runs that contributed one."""
+    settings = figures(runs[-1]).get("colog_config")
+    folds = {f["holdout"]: f for f in row["folds"]}
+    older = []
+    for run in reversed(runs[:-1]):
+        if figures(run).get("colog_config") != settings:
+            continue
+        for r in figures(run).get("rows", []):
+            if (r["dataset"], r["protocol"]) != (row["dataset"], row["protocol"]):
+                continue
+            for f in r["folds"]:
+                if f["holdout"] not in folds:
+                    folds[f["holdout"]] = {**f, "seeds": r.get("seeds", [])}
+                    older.append(run["date"][:16].replace("T", " "))
+    return [folds[k] for k in sorted(folds)], older
+
+
+def _colog_fold_mean(folds: list[dict[str, Any]]) -> float:
+    return sum(x["line"].get("colog", {}).get("f1", math.nan) for x in folds) / len(folds)
+
+
 def colog_variant_body(runs: list[Run]) -> str:
     """A CoLog run of some of the main run's protocols in one row per protocol, with the
     leave-one-source-out cut-transfer figures (its full tables stay in its results file)."""
-    rows = []
+    rows, notes = [], []
     for r in figures(runs[-1])["rows"]:
         colog = r.get("line", {}).get("colog", {})
         if r["protocol"] != "leave-one-source-out":
             rows.append([f"{r['dataset']}, {r['protocol']}", _f3(colog.get("f1")), "–", "–"])
             continue
-        many = len(r.get("seeds", [])) > 1
-        folds = " / ".join(f"{x['holdout'].split('/')[0]} {_f3(x['line'].get('colog', {}).get('f1'))}"
-                           + (f" ± {_f3(x['line'].get('colog', {}).get('f1_std'))}" if many else "")
-                           for x in r["folds"])
-        folds += f" ({len(r['seeds'])} seeds)" if many else ""
+        folds, older = _colog_folds(runs, r)
+        seeds = [len(x.get("seeds", r.get("seeds", []))) for x in folds]
+        cells = []
+        for x, n in zip(folds, seeds, strict=True):
+            f1 = x["line"].get("colog", {})
+            cells.append(f"{x['holdout'].split('/')[0]} {_f3(f1.get('f1'))}" + (f" ± {_f3(f1.get('f1_std'))}" if n > 1 else "")
+                         + ("" if len(set(seeds)) == 1 else f" ({n} seed{'s' if n > 1 else ''})"))
+        if len(set(seeds)) == 1 and seeds[0] > 1:
+            cells[-1] += f" ({seeds[0]} seeds)"
+        mean = _colog_fold_mean(folds)
         moved = (r.get("cut_transfer") or {}).get("colog", {})
         other = " / ".join(_f3(x["other_hosts_f1"]) for x in moved.values()) or "–"
         tuned = " / ".join(_f3(x["test_tuned_f1"]) for x in moved.values()) or "–"
-        if many and moved:
+        if len(r.get("seeds", [])) > 1 and moved:
             other, tuned = f"{other} (seed {r['seeds'][0]})", f"{tuned} (seed {r['seeds'][0]})"
-        rows.append([f"{r['dataset']}, each host held out: {folds}", f"**{_f3(colog.get('f1'))}**", other, tuned])
+        rows.append([f"{r['dataset']}, each host held out: {' / '.join(cells)}", f"**{_f3(mean)}**", other, tuned])
+        if older:
+            notes.append(f"Folds from earlier runs of the same settings: {', '.join(older)} UTC. ")
     settings = figures(runs[-1]).get("colog_config")
     settings = f"CoLog settings other than its defaults: `{json.dumps(settings)}`. " if settings else ""
     return (table(["CoLog line F1", "at its validation cut (mean)", "at the other hosts' cut",
                    "test-tuned (upper bound)"], rows, "lrrr")
-            + f"\n\n{settings}The protocols and notes of the CoLog section above; its full tables (unseen and "
-            "classical beside it) are in its results file.\n")
+            + f"\n\n{settings}{''.join(notes)}The protocols and notes of the CoLog section above; its full tables "
+            "(unseen and classical beside it) are in its results file.\n")
 
 
 def classical_headline(runs: list[Run]) -> str:
@@ -793,6 +824,8 @@ def colog_headline(runs: list[Run]) -> str:
     parts = []
     for r in figures(runs[-1])["rows"]:
         f1 = r.get("line", {}).get("colog", {}).get("f1")
+        if f1 is not None and r["protocol"] == "leave-one-source-out":
+            f1 = _colog_fold_mean(_colog_folds(runs, r)[0])
         if f1 is not None:
             where = r["protocol"] if r["protocol"] != "leave-one-source-out" else "held-out host"
             parts.append(f"{r['dataset']} {where} {f1:.3f}")

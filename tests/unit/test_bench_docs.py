@@ -126,3 +126,23 @@ def test_check_mode_reports_a_stale_page(tmp_path, capsys):
     assert "out of date" in capsys.readouterr().err
     render_docs.main(["--doc", str(doc)])
     assert render_docs.main(["--check", "--doc", str(doc)]) == 0
+
+
+def _colog_run(date: str, settings: dict | None, folds: dict[str, float], seeds: int) -> dict:
+    rows = [{"dataset": "forensic", "protocol": "leave-one-source-out", "seeds": list(range(seeds)),
+             "line": {"colog": {"f1": sum(folds.values()) / len(folds)}},
+             "folds": [{"holdout": h, "line": {"colog": {"f1": f1, "f1_std": 0.01}}} for h, f1 in folds.items()]}]
+    return {"date": date, "figures": {"rows": rows, **({"colog_config": settings} if settings else {})}}
+
+
+def test_colog_variant_takes_each_held_out_fold_from_the_latest_run_of_the_same_settings():
+    words = {"words": True}
+    runs = [_colog_run("2026-01-01T10:00", words, {"a/logs": 0.5, "b/logs": 0.6}, 1),
+            _colog_run("2026-01-01T11:00", None, {"a/logs": 0.9}, 1),          # other settings: never borrowed
+            _colog_run("2026-01-01T12:00", words, {"b/logs": 0.7}, 3)]
+    body = render_docs.colog_variant_body(runs)
+    assert "a 0.500 (1 seed) / b 0.700 ± 0.010 (3 seeds)" in body
+    assert "**0.600**" in body  # the mean of the two folds shown, not the latest run's one fold
+    assert "earlier runs of the same settings: 2026-01-01 10:00 UTC" in body
+    alone = render_docs.colog_variant_body(runs[2:])
+    assert "b 0.700 ± 0.010 (3 seeds)" in alone and "**0.700**" in alone and "earlier runs" not in alone
