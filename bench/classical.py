@@ -16,7 +16,7 @@ One run measures, all on CPU:
 
 2. Leave-one-source-out on the two forensic folders (each held out in turn;
    with two sources every fold trains on the other one alone), classical vs
-   unseen, window and line F1.
+   unseen, window and line F1; seed 0, or mean ± std over ``--loso-seeds``.
 
 3. The enterprise report's own figures (85% mean F1 in-source, 83.8% LOSO F1
    for traditional ML, on its 16 sources) beside our means.
@@ -133,8 +133,11 @@ def bgl_categories(part) -> dict[str, int]:
 
 def _figs(agg: dict[str, Any], method: str) -> dict[str, float]:
     a = agg.get(method) or {}
-    return {k: a[k]["mean"] for k in ("f1", "precision", "recall", "auroc", "aupr", "train_s",
-                                      "infer_ms_per_window") if k in a}
+    out = {k: a[k]["mean"] for k in ("f1", "precision", "recall", "auroc", "aupr", "train_s",
+                                     "infer_ms_per_window") if k in a}
+    if "f1" in a and "std" in a["f1"]:
+        out["f1_std"] = a["f1"]["std"]  # over seeds (0.0 with one)
+    return out
 
 
 def in_source(name: str, path: Path, protocol: str) -> dict[str, Any]:
@@ -186,14 +189,14 @@ def in_source(name: str, path: Path, protocol: str) -> dict[str, Any]:
     return out
 
 
-def loso(path: Path) -> dict[str, Any]:
+def loso(path: Path, seeds: list[int]) -> dict[str, Any]:
     from logad.commands.compare import compare_folds, format_comparison
     from logad.windows import read_windows
 
     windows = read_windows(path)
-    print(f"\n== forensic, leave-one-source-out: {len(windows)} windows", flush=True)
+    print(f"\n== forensic, leave-one-source-out: {len(windows)} windows, seeds {seeds}", flush=True)
     t = time.perf_counter()
-    result = compare_folds(windows, ["classical", "unseen"], {}, [0], {"classical": CLASSICAL}, device="cpu")
+    result = compare_folds(windows, ["classical", "unseen"], {}, seeds, {"classical": CLASSICAL}, device="cpu")
     from logad.evaluation.splits import LOSO, split_windows
 
     folds = []
@@ -209,7 +212,7 @@ def loso(path: Path) -> dict[str, Any]:
                       "flag_all_line_f1": flag_all_f1(n_lines, n_bad),
                       "window": {m: _figs(f["aggregate"], m) for m in f["aggregate"]},
                       "line": {m: _figs(f["lines"]["aggregate"], m) for m in f.get("lines", {}).get("aggregate", {})}})
-    return {"folds": folds,
+    return {"folds": folds, "seeds": seeds,
             "mean_window": {m: {k: v["mean"] for k, v in a.items()} for m, a in result["aggregate"].items()},
             "mean_line": {m: {k: v["mean"] for k, v in a.items()}
                           for m, a in result.get("lines", {}).get("aggregate", {}).items()},
@@ -459,16 +462,22 @@ def markdown(rows: list[dict], lo: dict, serve: dict, total_s: float) -> tuple[s
                "comes from cross-source folds, each folder's lines scored by a model trained on the other "
                "folder only. Their line F1 at the threshold the model keeps: "
                + ", ".join(f"`{k}` **{v:.3f}**" for k, v in unseen.items()) + "."]
+    seeds = lo.get("seeds", [0])
+
+    def pm(figs: dict[str, Any]) -> str:  # mean ± std over the seeds, when there are several
+        return f(figs.get("f1")) + (f" ± {f(figs.get('f1_std'))}" if len(seeds) > 1 and "f1_std" in figs else "")
+
     md += ["", "### Leave one source out (forensic syslog)", "",
            "Each of the two ingest inputs held out in turn: with two sources, every fold trains (and "
-           "validates, on the last 10% of its windows) on the other source alone.", "",
+           "validates, on the last 10% of its windows) on the other source alone"
+           + (f"; mean ± std over seeds {', '.join(map(str, seeds))}." if len(seeds) > 1 else "."), "",
            "| held out | trained on (windows) | test windows (anomalous) | classical F1 | unseen F1 | flag-all F1 "
            "| classical line F1 | unseen line F1 | flag-all line F1 |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for fo in lo["folds"]:
         md.append(f"| `{fo['holdout']}` | {', '.join(fo['train_sources'])} ({fo['train_windows']:,}) | "
-                  f"{fo['test_windows']:,} ({fo['test_anomalous']:,}) | **{f(fo['window']['classical'].get('f1'))}** | "
+                  f"{fo['test_windows']:,} ({fo['test_anomalous']:,}) | **{pm(fo['window']['classical'])}** | "
                   f"{f(fo['window']['unseen'].get('f1'))} | {f(fo['flag_all_f1'])} | "
-                  f"{f(fo['line'].get('classical', {}).get('f1'))} | {f(fo['line'].get('unseen', {}).get('f1'))} | "
+                  f"{pm(fo['line'].get('classical', {}))} | {f(fo['line'].get('unseen', {}).get('f1'))} | "
                   f"{f(fo['flag_all_line_f1'])} |")
     mw, ml = lo["mean_window"], lo["mean_line"]
     md.append(f"| mean of 2 folds | | | **{f(mw['classical']['f1'])}** | {f(mw['unseen']['f1'])} | "
@@ -543,6 +552,8 @@ def main() -> int:
                     help="classical feature groups (default: the method's defaults)")
     ap.add_argument("--sbert-components", type=int, metavar="K",
                     help="classical sbert_components (principal axes of the SBERT vectors; 0: all 384)")
+    ap.add_argument("--loso-seeds", type=int, nargs="+", default=[0], metavar="SEED",
+                    help="seeds of the leave-one-source-out folds (each fold is fitted once per seed)")
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
     if args.feature_groups:
@@ -557,14 +568,16 @@ def main() -> int:
     serve = serving(data["bgl"], args.reps, args.requests)  # before torch and xgboost load in this process
     rows = [in_source("hdfs", data["hdfs"], "chronological"), in_source("hdfs", data["hdfs"], "random-session"),
             in_source("bgl", data["bgl"], "chronological"), in_source("forensic", data["forensic"], "chronological")]
-    lo = loso(data["forensic"])
+    lo = loso(data["forensic"], args.loso_seeds)
     total = time.perf_counter() - t0
     md, summary = markdown(rows, lo, serve, total)
     # F1 per dataset (flat, shown first on the page); the full tables stay in "runs"
     f1 = {f"{r['dataset']}_{r['protocol']}": {m: v["f1"] for m, v in r["window"].items()} for r in rows}
     line_f1 = {f"{r['dataset']}_{r['protocol']}": {m: v["f1"] for m, v in r["line"].items()} for r in rows if r["line"]}
     loso_f1 = {fo["holdout"]: {"window": fo["window"]["classical"]["f1"],
-                               "line": fo["line"].get("classical", {}).get("f1")} for fo in lo["folds"]}
+                               "line": fo["line"].get("classical", {}).get("f1"),
+                               "line_std": fo["line"].get("classical", {}).get("f1_std"),
+                               "seeds": len(args.loso_seeds)} for fo in lo["folds"]}
     figures = {"summary": summary, "report": REPORT, "window_f1": f1, "line_f1": line_f1, "loso_classical_f1": loso_f1,
                "unseen_source_line_f1": unseen_source(rows), "classical_config": CLASSICAL,
                "serving_ms_per_line_p99": {"in_process": serve["in_process"]["p99_ms_per_line"],

@@ -717,12 +717,15 @@ def classical_variant_body(runs: list[Run]) -> str:
     w, ln, held = f["window_f1"], f["line_f1"], f.get("loso_classical_f1") or {}
     row = [_f3(w["hdfs_chronological"]["classical"]), _f3(w["hdfs_random-session"]["classical"]),
            _f3(ln["bgl_chronological"]["classical"]), _f3(ln["forensic_chronological"]["classical"]),
-           " / ".join(_f3(v.get("line")) for v in held.values()) or "–",
+           " / ".join(_f3(v.get("line")) + (f" ± {_f3(v.get('line_std'))}" if v.get("seeds", 1) > 1 else "")
+                      for v in held.values()) or "–",
            f"{f['summary']['serving_p99_ms_per_line_worst']:.2f}"]
     hosts = " / ".join(k.split("/")[0] for k in held) or "each host"
+    n = max((v.get("seeds", 1) for v in held.values()), default=1)
+    seeds = f" (held-out hosts: mean ± std over {n} seeds)" if n > 1 else ""
     return (table(["HDFS window F1, chronological", "random-session", "BGL line F1", "forensic line F1",
                    f"one host held out, line F1 ({hosts})", "serving p99 ms/line"], [row], "rrrrrr")
-            + f"\n\nClassical config of this run: `{json.dumps(f.get('classical_config') or {})}`; seed 0, CPU, as "
+            + f"\n\nClassical config of this run: `{json.dumps(f.get('classical_config') or {})}`; seed 0{seeds}, CPU, as "
             "the default section above. Its full tables are in its results file.\n")
 
 
