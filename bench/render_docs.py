@@ -763,7 +763,7 @@ def _colog_folds(runs: list[Run], row: dict[str, Any]) -> tuple[list[dict[str, A
                 if f["holdout"] not in folds:
                     folds[f["holdout"]] = {**f, "seeds": r.get("seeds", [])}
                     older.append(run["date"][:16].replace("T", " "))
-    return [folds[k] for k in sorted(folds)], older
+    return [folds[k] for k in sorted(folds)], list(dict.fromkeys(older))
 
 
 def _colog_fold_mean(folds: list[dict[str, Any]]) -> float:
