@@ -751,7 +751,7 @@ def _colog_folds(runs: list[Run], row: dict[str, Any]) -> tuple[list[dict[str, A
     settings that ran it (a fold per run, with --holdout, is how the long ones are run), and
     the dates of the earlier runs that contributed one."""
     settings = figures(runs[-1]).get("colog_config")
-    folds = {f["holdout"]: f for f in row["folds"]}
+    folds = {f["holdout"]: {**f, "seeds": row.get("seeds", [])} for f in row["folds"]}
     older = []
     for run in reversed(runs[:-1]):
         if figures(run).get("colog_config") != settings:
@@ -780,13 +780,14 @@ def colog_variant_body(runs: list[Run]) -> str:
             rows.append([f"{r['dataset']}, {r['protocol']}", _f3(colog.get("f1")), "–", "–"])
             continue
         folds, older = _colog_folds(runs, r)
-        seeds = [len(x.get("seeds", r.get("seeds", []))) for x in folds]
+        seeds = [len(x["seeds"]) for x in folds]
+        alike = len(set(seeds)) == 1  # one seed count for every fold: said once, at the end
         cells = []
         for x, n in zip(folds, seeds, strict=True):
             f1 = x["line"].get("colog", {})
             cells.append(f"{x['holdout'].split('/')[0]} {_f3(f1.get('f1'))}" + (f" ± {_f3(f1.get('f1_std'))}" if n > 1 else "")
-                         + ("" if len(set(seeds)) == 1 else f" ({n} seed{'s' if n > 1 else ''})"))
-        if len(set(seeds)) == 1 and seeds[0] > 1:
+                         + ("" if alike else f" ({n} seed{'s' if n > 1 else ''})"))
+        if alike and seeds[0] > 1:
             cells[-1] += f" ({seeds[0]} seeds)"
         mean = _colog_fold_mean(folds)
         moved = (r.get("cut_transfer") or {}).get("colog", {})
