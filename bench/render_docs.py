@@ -165,8 +165,6 @@ def run_header(name: str, runs: list[Run], usual_machine: str | None = None) -> 
              f"`bench/results/{name}.json`" + (f", the first on {runs[0]['date']}" if len(runs) > 1 else "")]
     if last["machine"] != usual_machine:
         lines.append(f"- machine: {last['machine']}")
-    if last.get("note"):
-        lines.append(f"- note: {last['note']}")
     if last.get("recovered"):
         lines.append(f"- {last['recovered']}")
     return "\n".join(lines)
@@ -970,16 +968,67 @@ def load_all(results: Path) -> dict[str, list[Run]]:
     return {k: found[k] for k in sorted(found, key=rank)}
 
 
+# Results files whose figures are no longer current (what they measured is gone): listed, not shown
+RETIRED = {"serve_latency_threads2": "the two-deployment service (Ingress + Scorer) that one deployment replaced"}
+# Kinds whose files are variants of another section's run: one section, a table row per file
+GROUPED = {"classical_variant": "Classical pipeline: variants of the feature groups",
+           "classical_loso_variant": "Classical, leave one source out (six sources): variants",
+           "colog_variant": "CoLog, each forensic host held out: variants"}
+
+
+def _split_body(body: str) -> tuple[list[str], str]:
+    """A body's leading Markdown table (its lines) and the text after it."""
+    lines = body.strip().splitlines()
+    n = next((i for i, line in enumerate(lines) if not line.startswith("|")), len(lines))
+    return lines[:n], "\n".join(lines[n:]).strip()
+
+
+def grouped_section(title: str, members: dict[str, list[Run]], usual_machine: str | None) -> str | None:
+    """Variants of one kind in one table, a row per results file, each file's latest run named
+    above it; None where their tables differ in shape (each then gets its own section)."""
+    headers, rows, texts, runs_lines = [], [], [], []
+    for name, runs in members.items():
+        table_lines, text = _split_body(renderer(name).body(runs))
+        if len(table_lines) < 3:
+            return None
+        headers.append(table_lines[:2])
+        rows += [f"| `{name}` {line}" for line in table_lines[2:]]
+        texts.append(f"`{name}`: {text}" if text else "")
+        first, *rest = run_header(name, runs, usual_machine).splitlines()
+        runs_lines += [f"- `{name}`: {first[2:]}", *(f"  {line}" for line in rest)]
+    if any(h != headers[0] for h in headers):
+        return None
+    head, rule = headers[0]
+    table_lines = [f"| results file {head}", f"|---{rule}", *rows]
+    return "\n\n".join([f"## {title}", "\n".join(runs_lines), "\n".join(table_lines),
+                         " ".join(t for t in texts if t)]) + "\n"
+
+
 def render(results: Path = RESULTS) -> str:
-    benches = load_all(results)
+    every = load_all(results)
+    benches = {name: runs for name, runs in every.items() if name not in RETIRED}
     overview = table(["benchmark", "results file", "latest run", "runs", "current figure"],
                      [[renderer(name).title or runs[-1]["title"], f"`{name}.json`", runs[-1]["date"], len(runs),
                        headline(name, runs)] for name, runs in benches.items()], "lllrl")
     machines = Counter(runs[-1]["machine"] for runs in benches.values())
     usual = machines.most_common(1)[0][0] if machines else None
-    sections = [section(name, runs, renderer(name), usual) for name, runs in benches.items()]
+    sections, done = [], set()
+    for name, runs in benches.items():
+        k = kind(name)
+        if k in GROUPED and k not in done:
+            done.add(k)
+            members = {n: r for n, r in benches.items() if kind(n) == k}
+            text = grouped_section(GROUPED[k], members, usual) if len(members) > 1 else None
+            if text is not None:
+                sections.append(text)
+                continue
+            sections += [section(n, r, renderer(n), usual) for n, r in members.items()]
+        elif k not in GROUPED:
+            sections.append(section(name, runs, renderer(name), usual))
     where = f"Unless its section names another, a benchmark's latest run was on {usual}.\n\n" if usual else ""
-    return INTRO + "\n" + where + overview + "\n\n" + "\n".join(sections)
+    retired = [f"`{n}.json` ({why})" for n, why in RETIRED.items() if n in every]
+    gone = (f"\n\nNo longer shown, its runs kept in the results file: {', '.join(retired)}." if retired else "")
+    return INTRO + "\n" + where + overview + gone + "\n\n" + "\n".join(sections)
 
 
 def write_page(results: Path = RESULTS, doc: Path = DOC) -> Path:

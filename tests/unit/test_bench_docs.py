@@ -146,3 +146,20 @@ def test_colog_variant_takes_each_held_out_fold_from_the_latest_run_of_the_same_
     assert "earlier runs of the same settings: 2026-01-01 10:00 UTC" in body
     alone = render_docs.colog_variant_body(runs[2:])
     assert "b 0.700 ± 0.010 (3 seeds)" in alone and "**0.700**" in alone and "earlier runs" not in alone
+
+
+def test_variants_of_one_kind_share_a_section_with_a_row_each(tmp_path):
+    for name, settings, f1 in (("colog_a", None, 0.7), ("colog_b", {"words": True}, 0.6)):
+        run = {**_colog_run("2026-01-01 10:00 UTC", settings, {"a/logs": f1}, 1),
+               "title": name, "machine": "m", "command": f"c {name}", "markdown": ""}
+        (tmp_path / f"{name}.json").write_text(json.dumps([run]))
+    (tmp_path / "serve_latency_threads2.json").write_text(json.dumps([
+        {"title": "old service", "date": "2026-01-01 09:00 UTC", "machine": "m", "command": "c", "figures": {},
+         "markdown": ""}]))
+    page = render_docs.render(tmp_path)
+    assert page.count("## CoLog, each forensic host held out: variants") == 1
+    assert "| `colog_a` | forensic, each host held out: a 0.700 | **0.700**" in page
+    assert "| `colog_b` | forensic, each host held out: a 0.600 | **0.600**" in page
+    assert "- `colog_b`: latest run: 2026-01-01 10:00 UTC, `c colog_b`" in page
+    # a retired file is named, not shown
+    assert "## old service" not in page and "`serve_latency_threads2.json` (" in page
