@@ -33,8 +33,8 @@ import pyarrow as pa
 
 from logad.errors import DataError
 
-__all__ = ["DIMENSION", "MODEL_NAME", "EmbeddingCache", "SbertEmbedder", "content_key", "load_sbert",
-           "texts_to_embed"]
+__all__ = ["DIMENSION", "MAX_PIECES", "MODEL_NAME", "EmbeddingCache", "SbertEmbedder", "content_key", "load_sbert",
+           "piece_table", "texts_to_embed", "word_pieces"]
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 DIMENSION = 384
@@ -99,6 +99,39 @@ def load_sbert(device: str = "cpu") -> Any:
             finally:
                 hf_logging.set_verbosity(verbosity)
         return _MODELS[device]
+
+
+MAX_PIECES = 128
+"""Word pieces read of a message at most (its first ones): a syslog message holds a few dozen."""
+
+
+def piece_table() -> Any:
+    """The SBERT model's own input vector of every word piece in its vocabulary, a
+    ``(vocabulary, 384)`` float tensor (30,522 rows for all-MiniLM-L6-v2): static vectors,
+    read before any attention layer, so a piece means the same in every message. Shared
+    with the loaded model; treat it as read-only."""
+    model = load_sbert("cpu")
+    return model[0].auto_model.get_input_embeddings().weight.detach()
+
+
+def word_pieces(texts: Sequence[str]) -> Any:
+    """The word pieces of each text as the SBERT tokenizer cuts it (lower-cased, no special
+    tokens, the first :data:`MAX_PIECES`): a ``scipy.sparse`` CSR matrix with a row per
+    text and a column per vocabulary entry, 1 where the text holds the piece."""
+    import scipy.sparse as sp
+
+    tokenizer = load_sbert("cpu").tokenizer
+    width = tokenizer.vocab_size
+    if not len(texts):
+        return sp.csr_matrix((0, width), dtype=np.float32)
+    ids = tokenizer(list(texts), add_special_tokens=False, truncation=True, max_length=MAX_PIECES,
+                    return_attention_mask=False)["input_ids"]
+    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+    cols = np.fromiter((t for x in ids for t in x), dtype=np.int64, count=int(lengths.sum()))
+    rows = np.repeat(np.arange(len(ids)), lengths)
+    out = sp.csr_matrix((np.ones(len(cols), np.float32), (rows, cols)), shape=(len(ids), width))
+    out.data[:] = 1.0  # a piece repeated in a message counts once
+    return out
 
 
 # embedding this many texts at once takes tens of seconds on CPU: worth a line on a terminal

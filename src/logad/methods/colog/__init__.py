@@ -52,7 +52,7 @@ import pyarrow.compute as pc
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from logad.embeddings import DIMENSION, EmbeddingCache, texts_to_embed
+from logad.embeddings import DIMENSION, EmbeddingCache, piece_table, texts_to_embed, word_pieces
 from logad.errors import DataError
 from logad.methods._lines import (
     WORD_PATTERN,
@@ -108,6 +108,10 @@ class CoLogConfig(BaseModel):
         "the training messages' most common words_vocabulary n-grams) to its message vector. Keyword labels hang "
         "on exact words, which a sentence vector blurs; a word learnt in one file type carries to the others")
     words_vocabulary: int = Field(16384, ge=16, description="n-grams in the word vocabulary at most")
+    pieces: bool = Field(
+        False, description="add the element-wise max over the message's word pieces, each the SBERT model's own "
+        "(frozen) input vector through a learned MLP, to its message vector: an 'any of these words' detector "
+        "that, unlike the word bag, also reads pieces no training message held")
     context_by: Literal["file", "window"] = Field(
         "file", description="file: a line's context is its neighbours in its file (syslog-family logs); window: "
         "its neighbours in its window (sessions such as HDFS blocks, whose lines interleave in a file)")
@@ -177,10 +181,10 @@ def collective_classes(labels: np.ndarray, ctx: np.ndarray) -> np.ndarray:
 
 class _Lines:
     """One part's input lines ready for the network: cache rows of the messages and of
-    each line's context (``-1``: padding), file types and word bags."""
+    each line's context (``-1``: padding), file types, word bags and word pieces."""
 
     def __init__(self, batch: LineBatch, texts: list[str], rows: np.ndarray, width: int, types: list[str],
-                 bags: sp.csr_matrix, bag_rows: np.ndarray) -> None:
+                 bags: sp.csr_matrix, pieces: sp.csr_matrix, bag_rows: np.ndarray) -> None:
         self.batch = batch
         self.texts = texts                                    # (U,) what was embedded of each message
         self.ctx = context_index(batch.u_group, width)        # (U, 2w+1) input-line indices
@@ -188,7 +192,8 @@ class _Lines:
         self.ctx_rows = np.where(self.ctx >= 0, rows[np.maximum(self.ctx, 0)], -1)
         self.types = type_index(batch, types)                 # (U,) file type of each line (0: unknown)
         self.bags = bags                                      # word bags of the part's distinct messages
-        self.bag_rows = bag_rows                              # (U,) row of each line's bag (-1: none)
+        self.pieces = pieces                                  # and their word pieces, row for row
+        self.bag_rows = bag_rows                              # (U,) row of each line's bag and pieces (-1: none)
 
 
 def type_index(batch: LineBatch, types: list[str]) -> np.ndarray:
@@ -241,7 +246,8 @@ class CoLog(Detector):
         return CollaborativeTransformer(input_dim=DIMENSION, context=c.context, hidden=c.hidden, layers=c.layers,
                                         heads=c.heads, ff=c.ff or 2 * c.hidden, dropout=c.dropout,
                                         adaptation_heads=c.adaptation_heads, classes=self.classes,
-                                        file_types=len(self.file_types), words=len(self.word_vocabulary))
+                                        file_types=len(self.file_types), words=len(self.word_vocabulary),
+                                        piece_table=piece_table() if c.pieces else None)
 
     def _texts(self, batch: LineBatch) -> list[str]:
         return texts_to_embed(batch.u_message, self.config.text).to_pylist()
@@ -258,7 +264,7 @@ class CoLog(Detector):
             self.cache.truncate(self._own_vectors)  # bounded: a service meets endless new messages
         self.cache.ensure(texts, ray_above=self.config.ray_embed_above)
         rows = self.cache.rows(texts)
-        return _Lines(batch, texts, rows, self.config.context, self.file_types, *self._word_bags(texts, rows))
+        return _Lines(batch, texts, rows, self.config.context, self.file_types, *self._bags(texts, rows))
 
     def _vectoriser(self, vocabulary: list[str] | None = None) -> Any:
         from sklearn.feature_extraction.text import CountVectorizer
@@ -279,17 +285,27 @@ class CoLog(Detector):
             return
         self.word_vocabulary = [str(t) for t in vec.get_feature_names_out()]
 
-    def _word_bags(self, texts: list[str], rows: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:
-        """The word bags of the distinct messages among ``texts`` (their cache ``rows``), with an
-        empty bag as the last row, and the row of every text's bag."""
-        if not self.word_vocabulary or not len(rows):
-            return sp.csr_matrix((1, max(len(self.word_vocabulary), 1)), dtype=np.float32), np.full(len(rows), -1)
-        if self._words is None:
-            self._words = self._vectoriser(self.word_vocabulary)
+    def _bags(self, texts: list[str], rows: np.ndarray) -> tuple[sp.csr_matrix, sp.csr_matrix, np.ndarray]:
+        """The word bags and the word pieces of the distinct messages among ``texts`` (their
+        cache ``rows``), each with an empty last row, and the row of every text in both.
+        A network that reads neither gets empty matrices."""
+        def empty(width: int) -> sp.csr_matrix:
+            return sp.csr_matrix((1, max(width, 1)), dtype=np.float32)
+
+        if not (self.word_vocabulary or self.config.pieces) or not len(rows):
+            return empty(len(self.word_vocabulary)), empty(1), np.full(len(rows), -1)
         _, first, inverse = np.unique(rows, return_index=True, return_inverse=True)
-        bags = self._words.transform([texts[i] for i in first])
-        empty = sp.csr_matrix((1, bags.shape[1]), dtype=bags.dtype)
-        return sp.vstack([bags, empty], format="csr"), inverse.ravel().astype(np.int64)
+        distinct = [texts[i] for i in first]
+        bags = pieces = empty(1)
+        if self.word_vocabulary:
+            if self._words is None:
+                self._words = self._vectoriser(self.word_vocabulary)
+            bags = self._words.transform(distinct)
+            bags = sp.vstack([bags, empty(bags.shape[1])], format="csr")
+        if self.config.pieces:
+            pieces = word_pieces(distinct)
+            pieces = sp.vstack([pieces, empty(pieces.shape[1])], format="csr")
+        return bags, pieces, inverse.ravel().astype(np.int64)
 
     @classmethod
     def sweep_state(cls, train: pd.DataFrame, val: pd.DataFrame, config: Mapping[str, Any]) -> EmbeddingCache:
@@ -311,25 +327,28 @@ class CoLog(Detector):
     # -- tensors --------------------------------------------------------------------------------
 
     def _inputs(self, matrix: Any, rows: np.ndarray, ctx_rows: np.ndarray, types: np.ndarray,
-                bags: sp.csr_matrix, bag_rows: np.ndarray) -> tuple[Any, Any, Any, Any, Any]:
-        """(own, ctx, pad, file type, word bags) tensors of some lines from cache rows (``-1``:
-        padding) and rows of ``bags`` (``-1``: no words)."""
+                lines: _Lines, bag_rows: np.ndarray) -> tuple[Any, ...]:
+        """(own, ctx, pad, file type, word bags, word pieces) tensors of some lines from cache rows
+        (``-1``: padding) and rows of the part's bags and pieces (``-1``: none)."""
         import torch
 
         dev = matrix.device
         own = matrix[torch.as_tensor(rows, device=dev)]
         pad = torch.as_tensor(ctx_rows < 0, device=dev)
         ctx = matrix[torch.as_tensor(np.maximum(ctx_rows, 0), device=dev)]
-        words = None
-        if self.word_vocabulary:
-            picked = bags[np.where(bag_rows >= 0, bag_rows, bags.shape[0] - 1)]
-            words = (torch.as_tensor(picked.indices.astype(np.int64), device=dev),
-                     torch.as_tensor(picked.indptr[:-1].astype(np.int64), device=dev))
-        return own, ctx.masked_fill(pad[..., None], 0.0), pad, torch.as_tensor(types, device=dev), words
 
-    def _line_inputs(self, matrix: Any, lines: _Lines, sel: Any) -> tuple[Any, Any, Any, Any, Any]:
+        def ragged(m: sp.csr_matrix) -> tuple[Any, Any]:  # (indices, offsets), as EmbeddingBag takes them
+            picked = m[np.where(bag_rows >= 0, bag_rows, m.shape[0] - 1)]
+            return (torch.as_tensor(picked.indices.astype(np.int64), device=dev),
+                    torch.as_tensor(picked.indptr[:-1].astype(np.int64), device=dev))
+
+        words = ragged(lines.bags) if self.word_vocabulary else None
+        pieces = ragged(lines.pieces) if self.config.pieces else None
+        return own, ctx.masked_fill(pad[..., None], 0.0), pad, torch.as_tensor(types, device=dev), words, pieces
+
+    def _line_inputs(self, matrix: Any, lines: _Lines, sel: Any) -> tuple[Any, ...]:
         """:meth:`_inputs` of the lines ``sel`` of a part."""
-        return self._inputs(matrix, lines.rows[sel], lines.ctx_rows[sel], lines.types[sel], lines.bags,
+        return self._inputs(matrix, lines.rows[sel], lines.ctx_rows[sel], lines.types[sel], lines,
                             lines.bag_rows[sel])
 
     def _matrix(self, extra: np.ndarray | None = None) -> Any:
@@ -368,7 +387,7 @@ class CoLog(Detector):
         (message, context, file type, class) rows, in the space of the message and context
         vectors and the file type one-hot. Returns the kept lines' (rows, ctx_rows, types,
         bag_rows) and classes, synthetic vectors to append to the matrix, and what was done.
-        Synthetic lines have no word bag."""
+        Synthetic lines have no word bag or pieces."""
         c = self.config
         cols = (lines.rows[idx], lines.ctx_rows[idx], lines.types[idx], lines.bag_rows[idx])
         rows, ctx_rows, types, _ = cols
@@ -538,7 +557,7 @@ class CoLog(Detector):
             for a in range(0, n_samples, c.batch_size):
                 sel = perm[a: a + c.batch_size]
                 if self.level == "line":
-                    logits, _, _ = self.net(*self._inputs(matrix, rows[sel], ctx_rows[sel], types[sel], tl.bags,
+                    logits, _, _ = self.net(*self._inputs(matrix, rows[sel], ctx_rows[sel], types[sel], tl,
                                                           bag_rows[sel]))
                     target = torch.as_tensor(ys[sel], device=device)
                     loss = torch.nn.functional.cross_entropy(logits, target, weight=weight)

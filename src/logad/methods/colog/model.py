@@ -19,6 +19,14 @@ vector blurs among its neighbours. The bag's projection starts at zero, so the
 network begins from the sentence vector alone; n-grams outside the vocabulary add
 nothing.
 
+Optionally (``piece_table`` given), the message's word pieces are read too: each
+piece's static SBERT input vector (the model's own vocabulary table, frozen) goes
+through a learned MLP, and their element-wise max over the message is added to the
+semantic token. A max over pieces is an "any of these words" detector, which is what a
+keyword label is, and a piece no training message held still has a vector near the
+pieces that share its meaning; the sentence vector alone blurs the one word that
+decides a keyword label among the rest of the message.
+
 Each encoder layer is multi-head *impressed* attention (queries from its own
 modality, keys and values from the other's), a residual and layer norm, an MLP,
 a residual and layer norm; the two encoders run side by side, layer by layer, each
@@ -96,7 +104,8 @@ class _Balancing(nn.Module):
 
 class CollaborativeTransformer(nn.Module):
     def __init__(self, *, input_dim: int, context: int, hidden: int, layers: int, heads: int, ff: int,
-                 dropout: float, adaptation_heads: int, classes: int, file_types: int = 0, words: int = 0) -> None:
+                 dropout: float, adaptation_heads: int, classes: int, file_types: int = 0, words: int = 0,
+                 piece_table: torch.Tensor | None = None) -> None:
         super().__init__()
         self.context = context
         self.file_type = nn.Embedding(file_types + 1, hidden) if file_types else None
@@ -106,6 +115,11 @@ class CollaborativeTransformer(nn.Module):
         self.words_out = nn.Linear(WORD_DIM, hidden, bias=False) if words else None
         if self.words_out is not None:  # neutral at the start too; an empty bag always adds nothing
             nn.init.zeros_(self.words_out.weight)
+        self.piece_mlp = None
+        if piece_table is not None:  # frozen and not saved: it comes with the SBERT model
+            self.register_buffer("piece_table", piece_table.float(), persistent=False)
+            self.piece_mlp = nn.Sequential(nn.Linear(piece_table.shape[1], hidden), nn.GELU(),
+                                           nn.Linear(hidden, hidden))
         self.sem_in = nn.Sequential(nn.Linear(input_dim, hidden), nn.LayerNorm(hidden))
         self.seq_in = nn.Sequential(nn.Linear(input_dim, hidden), nn.LayerNorm(hidden))
         self.offset = nn.Embedding(2 * context + 1, hidden)
@@ -118,7 +132,9 @@ class CollaborativeTransformer(nn.Module):
                                   nn.LayerNorm(hidden), nn.Linear(hidden, classes))
 
     def forward(self, own: torch.Tensor, ctx: torch.Tensor, ctx_pad: torch.Tensor, file_type: torch.Tensor | None = None,
-                words: tuple[torch.Tensor, torch.Tensor] | None = None, need_attention: bool = False) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+                words: tuple[torch.Tensor, torch.Tensor] | None = None,
+                pieces: tuple[torch.Tensor, torch.Tensor] | None = None,
+                need_attention: bool = False) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """Logits (B, classes), the semantic token's attention over the context positions in the
         last layer (B, 2w+1; with ``need_attention``), and the modality weights (B, 2).
 
@@ -129,6 +145,8 @@ class CollaborativeTransformer(nn.Module):
             file_type: (B,) the lines' file type indices (0: unknown), when the network has them.
             words: the lines' word bags, when the network has a vocabulary: (indices, offsets) as
                 :class:`torch.nn.EmbeddingBag` takes them (an empty bag adds nothing).
+            pieces: the lines' word pieces, when the network reads them, the same way (indices into
+                the piece table; a line with none adds nothing).
         """
         positions = torch.arange(ctx.shape[1], device=ctx.device)
         sem = self.sem_in(own)
@@ -136,6 +154,8 @@ class CollaborativeTransformer(nn.Module):
             sem = sem + self.file_type(file_type)
         if self.words is not None and self.words_out is not None and words is not None:
             sem = sem + self.words_out(self.words(*words))
+        if self.piece_mlp is not None and pieces is not None:
+            sem = sem + self._max_over_pieces(*pieces, len(own))
         sem = sem[:, None, :]
         seq = self.seq_in(ctx) + self.offset(positions)[None]
         attention = None
@@ -148,3 +168,18 @@ class CollaborativeTransformer(nn.Module):
                 attention = w[:, 0, :]
         fused, weights = self.balance(torch.stack([self.sem_adapt(sem, None), self.seq_adapt(seq, ctx_pad)], 1))
         return self.head(fused), attention, weights
+
+    def _max_over_pieces(self, index: torch.Tensor, offsets: torch.Tensor, n: int) -> torch.Tensor:
+        """(n, hidden): per line, the element-wise max of its pieces' MLP outputs (0 with none).
+        Each distinct piece of the batch goes through the MLP once."""
+        assert self.piece_mlp is not None
+        hidden = self.piece_mlp[-1].out_features
+        if not index.numel():
+            return torch.zeros(n, hidden, device=index.device)
+        distinct, inverse = torch.unique(index, return_inverse=True)
+        h = self.piece_mlp(self.piece_table[distinct])[inverse]
+        lengths = torch.diff(offsets, append=offsets.new_tensor([index.numel()]))
+        line = torch.repeat_interleave(torch.arange(n, device=index.device), lengths)
+        out = torch.full((n, hidden), float("-inf"), device=h.device, dtype=h.dtype)
+        out = out.scatter_reduce(0, line[:, None].expand(-1, hidden), h, reduce="amax", include_self=True)
+        return torch.where((lengths > 0)[:, None], out, torch.zeros((), dtype=h.dtype, device=h.device))
