@@ -231,6 +231,43 @@ def test_a_line_without_known_words_gets_nothing_from_its_bag(fitted, forensic):
     torch.testing.assert_close(empty, none, rtol=0, atol=0)  # an empty bag adds exactly nothing
 
 
+@pytest.fixture(scope="module")
+def with_pieces(forensic) -> CoLog:
+    det = CoLog(TINY | {"pieces": True, "epochs": 3})
+    det.fit(forensic["train"], forensic["val"])
+    return det
+
+
+def test_word_pieces_learn_and_travel_with_the_model_without_their_table(with_pieces, forensic, tmp_path):
+    from safetensors import safe_open
+    from sklearn.metrics import roc_auc_score
+
+    test = forensic["test"]
+    scores = with_pieces.score_lines(test)
+    assert roc_auc_score(_line_labels(test), scores) > 0.9
+    with_pieces.save(tmp_path)
+    with safe_open(str(tmp_path / "model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert any(k.startswith("piece_mlp.") for k in keys) and "piece_table" not in keys
+    np.testing.assert_array_equal(load_detector(tmp_path).score_lines(test), scores)
+
+
+def test_a_message_without_pieces_gets_nothing_from_them(with_pieces, forensic):
+    import torch
+
+    lines = with_pieces._lines(forensic["test"].iloc[:3])
+    matrix = with_pieces._matrix()
+    inputs = with_pieces._line_inputs(matrix, lines, slice(None))
+    assert inputs[4] is None and len(inputs[5][0])  # no word bag; the lines' pieces
+    with torch.no_grad():
+        read = with_pieces.net(*inputs)[0]
+        lines.bag_rows[:] = -1
+        empty = with_pieces.net(*with_pieces._line_inputs(matrix, lines, slice(None)))[0]
+        none = with_pieces.net(*inputs[:5], None)[0]
+    assert not torch.allclose(read, empty)
+    torch.testing.assert_close(empty, none, rtol=0, atol=0)
+
+
 def test_synthetic_training_lines_have_no_words(forensic):
     det = CoLog(TINY | {"epochs": 1, "sampler": "smote", "words": True})
     report = det.fit(forensic["train"], forensic["val"])

@@ -55,3 +55,17 @@ def test_truncate_and_head_keep_the_first_vectors(cache):
     c.truncate(2)
     assert len(c) == 2 and MESSAGES[0] in c and MESSAGES[3] not in c
     assert np.array_equal(c.lookup(MESSAGES[:2]), first)
+
+
+def test_word_pieces_are_the_tokenizers_lower_cased_pieces_each_once():
+    from logad.embeddings import MAX_PIECES, load_sbert, piece_table, word_pieces
+
+    tokenizer = load_sbert().tokenizer
+    texts = ["Failed password for root", "FAILED failed", "", "word " * (2 * MAX_PIECES)]
+    m = word_pieces(texts)
+    assert m.shape == (4, tokenizer.vocab_size) == (4, piece_table().shape[0])
+    failed = tokenizer.convert_tokens_to_ids("failed")
+    assert m[0, failed] == 1 and m[1].nnz == 1 and m[1, failed] == 1  # cased alike, counted once
+    assert set(tokenizer.convert_ids_to_tokens(m[0].indices.tolist())) == {"failed", "password", "for", "root"}
+    assert m[2].nnz == 0 and m[3].nnz == 1
+    assert piece_table().shape[1] == DIMENSION
