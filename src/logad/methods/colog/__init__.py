@@ -112,6 +112,9 @@ class CoLogConfig(BaseModel):
         False, description="add the element-wise max over the message's word pieces, each the SBERT model's own "
         "(frozen) input vector through a learned MLP, to its message vector: an 'any of these words' detector "
         "that, unlike the word bag, also reads pieces no training message held")
+    pieces_learning_rate: float = Field(
+        1e-3, gt=0, description="peak learning rate of the word-piece MLP (a shallow path, which the transformer's "
+        "rate leaves under-fitted); the schedule scales it like the rest")
     context_by: Literal["file", "window"] = Field(
         "file", description="file: a line's context is its neighbours in its file (syslog-family logs); window: "
         "its neighbours in its window (sessions such as HDFS blocks, whose lines interleave in a file)")
@@ -527,7 +530,10 @@ class CoLog(Detector):
         matrix = self._matrix(synth)
         self.net = self._build().to(device)
         # one fused kernel for every parameter: the per-tensor loop took a third of a step on CPU
-        opt = torch.optim.AdamW(self.net.parameters(), lr=c.learning_rate, weight_decay=c.weight_decay, fused=True)
+        pieces = list(self.net.piece_mlp.parameters()) if self.net.piece_mlp is not None else []
+        rest = [p for p in self.net.parameters() if id(p) not in {id(q) for q in pieces}]
+        groups = [{"params": rest}] + ([{"params": pieces, "lr": c.pieces_learning_rate}] if pieces else [])
+        opt = torch.optim.AdamW(groups, lr=c.learning_rate, weight_decay=c.weight_decay, fused=True)
         steps_per_epoch = -(-n_samples // c.batch_size)
         total_steps = c.epochs * steps_per_epoch
         warmup = max(1, min(steps_per_epoch, total_steps // 10))
