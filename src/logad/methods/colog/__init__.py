@@ -531,7 +531,8 @@ class CoLog(Detector):
         self.net = self._build().to(device)
         # one fused kernel for every parameter: the per-tensor loop took a third of a step on CPU
         pieces = list(self.net.piece_mlp.parameters()) if self.net.piece_mlp is not None else []
-        rest = [p for p in self.net.parameters() if id(p) not in {id(q) for q in pieces}]
+        piece_ids = {id(p) for p in pieces}
+        rest = [p for p in self.net.parameters() if id(p) not in piece_ids]
         groups = [{"params": rest}] + ([{"params": pieces, "lr": c.pieces_learning_rate}] if pieces else [])
         opt = torch.optim.AdamW(groups, lr=c.learning_rate, weight_decay=c.weight_decay, fused=True)
         steps_per_epoch = -(-n_samples // c.batch_size)
