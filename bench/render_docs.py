@@ -723,8 +723,8 @@ def classical_variant_body(runs: list[Run]) -> str:
     seeds = f" (held-out hosts: mean ± std over {n} seeds)" if n > 1 else ""
     return (table(["HDFS window F1, chronological", "random-session", "BGL line F1", "forensic line F1",
                    f"one host held out, line F1 ({hosts})", "serving p99 ms/line"], [row], "rrrrrr")
-            + f"\n\nClassical config of this run: `{json.dumps(f.get('classical_config') or {})}`; seed 0{seeds}, CPU, as "
-            "the default section above. Its full tables are in its results file.\n")
+            + f"\n\nClassical config of this run: `{json.dumps(f.get('classical_config') or {})}`; seed 0{seeds}. Run on CPU "
+            "as the default section above. Its full tables are in its results file.\n")
 
 
 def classical_loso_variant_body(runs: list[Run]) -> str:
@@ -740,28 +740,53 @@ def classical_loso_variant_body(runs: list[Run]) -> str:
     return (table(["classical, window F1 / line F1", *[fo["holdout"] for fo in folds], "mean"],
                   [["held out", *[cell(fo["classical"]) for fo in folds],
                     f"{_f3(mean['f1'])} / {_f3(mean.get('line_f1'))}"]], "l" + "r" * (len(folds) + 1))
-            + f"\n\nClassical config of this run: `{json.dumps(f.get('classical_config') or {})}`; sources, caps "
+            + f"\n\nClassical config of this run: `{json.dumps(f.get('classical_config') or {})}`. Sources, caps "
             "and notes as in the default run's section. Its full table is in its results file.\n")
+
+
+def _same_settings(runs: list[Run]) -> list[Run]:
+    """The runs (latest first) of the latest run's CoLog settings."""
+    settings = figures(runs[-1]).get("colog_config")
+    return [run for run in reversed(runs) if figures(run).get("colog_config") == settings]
+
+
+_COLOG_ORDER = {("forensic", "chronological"): 0, ("forensic", "random-lines"): 1,
+                ("forensic", "leave-one-source-out"): 2, ("bgl", "chronological"): 3, ("liberty", "chronological"): 4}
+
+
+def _colog_rows(runs: list[Run]) -> tuple[list[dict[str, Any]], list[str]]:
+    """One row per dataset and protocol, each from the latest run of the latest run's settings
+    that ran it (a long variant is run a protocol, or a fold, at a time), and the dates of the
+    earlier runs that contributed a row."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    older = []
+    for i, run in enumerate(_same_settings(runs)):
+        for r in figures(run).get("rows", []):
+            key = (r["dataset"], r["protocol"])
+            if key not in rows:
+                rows[key] = r
+                if i and r["protocol"] != "leave-one-source-out":  # folds name their own runs
+                    older.append(run["date"][:16].replace("T", " "))
+    ordered = sorted(rows, key=lambda k: (_COLOG_ORDER.get(k, len(_COLOG_ORDER)), k))
+    return [rows[k] for k in ordered], older
 
 
 def _colog_folds(runs: list[Run], row: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
     """The held-out folds of a leave-one-source-out row, each from the latest run of the same
     settings that ran it (a fold per run, with --holdout, is how the long ones are run), and
     the dates of the earlier runs that contributed one."""
-    settings = figures(runs[-1]).get("colog_config")
-    folds = {f["holdout"]: {**f, "seeds": row.get("seeds", [])} for f in row["folds"]}
+    folds: dict[str, dict[str, Any]] = {}
     older = []
-    for run in reversed(runs[:-1]):
-        if figures(run).get("colog_config") != settings:
-            continue
+    for i, run in enumerate(_same_settings(runs)):
         for r in figures(run).get("rows", []):
             if (r["dataset"], r["protocol"]) != (row["dataset"], row["protocol"]):
                 continue
             for f in r["folds"]:
                 if f["holdout"] not in folds:
                     folds[f["holdout"]] = {**f, "seeds": r.get("seeds", [])}
-                    older.append(run["date"][:16].replace("T", " "))
-    return [folds[k] for k in sorted(folds)], list(dict.fromkeys(older))
+                    if i:
+                        older.append(run["date"][:16].replace("T", " "))
+    return [folds[k] for k in sorted(folds)], older
 
 
 def _colog_fold_mean(folds: list[dict[str, Any]]) -> float:
@@ -769,38 +794,44 @@ def _colog_fold_mean(folds: list[dict[str, Any]]) -> float:
 
 
 def colog_variant_body(runs: list[Run]) -> str:
-    """A CoLog run of some of the main run's protocols in one row per protocol, with the
-    leave-one-source-out cut-transfer figures (its full tables stay in its results file)."""
-    rows, notes = [], []
-    for r in figures(runs[-1])["rows"]:
+    """A CoLog variant's current figure per protocol in one row each (the latest run of its
+    settings that ran the protocol), with the leave-one-source-out cut-transfer figures; its
+    full tables stay in its results file."""
+    out, older = [], []
+    rows, older_rows = _colog_rows(runs)
+    older += older_rows
+    for r in rows:
         colog = r.get("line", {}).get("colog", {})
+        n = len(r.get("seeds", []))
         if r["protocol"] != "leave-one-source-out":
-            rows.append([f"{r['dataset']}, {r['protocol']}", _f3(colog.get("f1")), "–", "–"])
+            spread = f" ± {_f3(colog.get('f1_std'))} ({n} seeds)" if n > 1 else ""
+            out.append([f"{r['dataset']}, {r['protocol']}{spread}", f"**{_f3(colog.get('f1'))}**", "–", "–"])
             continue
-        folds, older = _colog_folds(runs, r)
+        folds, older_folds = _colog_folds(runs, r)
+        older += older_folds
         seeds = [len(x["seeds"]) for x in folds]
         alike = len(set(seeds)) == 1  # one seed count for every fold: said once, at the end
         cells = []
-        for x, n in zip(folds, seeds, strict=True):
+        for x, k in zip(folds, seeds, strict=True):
             f1 = x["line"].get("colog", {})
-            cells.append(f"{x['holdout'].split('/')[0]} {_f3(f1.get('f1'))}" + (f" ± {_f3(f1.get('f1_std'))}" if n > 1 else "")
-                         + ("" if alike else f" ({n} seed{'s' if n > 1 else ''})"))
+            cells.append(f"{x['holdout'].split('/')[0]} {_f3(f1.get('f1'))}" + (f" ± {_f3(f1.get('f1_std'))}" if k > 1 else "")
+                         + ("" if alike else f" ({k} seed{'s' if k > 1 else ''})"))
         if alike and seeds[0] > 1:
             cells[-1] += f" ({seeds[0]} seeds)"
-        mean = _colog_fold_mean(folds)
         moved = (r.get("cut_transfer") or {}).get("colog", {})
         other = " / ".join(_f3(x["other_hosts_f1"]) for x in moved.values()) or "–"
         tuned = " / ".join(_f3(x["test_tuned_f1"]) for x in moved.values()) or "–"
-        if len(r.get("seeds", [])) > 1 and moved:
+        if n > 1 and moved:
             other, tuned = f"{other} (seed {r['seeds'][0]})", f"{tuned} (seed {r['seeds'][0]})"
-        rows.append([f"{r['dataset']}, each host held out: {' / '.join(cells)}", f"**{_f3(mean)}**", other, tuned])
-        if older:
-            notes.append(f"Folds from earlier runs of the same settings: {', '.join(older)} UTC. ")
+        out.append([f"{r['dataset']}, each host held out: {' / '.join(cells)}", f"**{_f3(_colog_fold_mean(folds))}**",
+                    other, tuned])
     settings = figures(runs[-1]).get("colog_config")
     settings = f"CoLog settings other than its defaults: `{json.dumps(settings)}`. " if settings else ""
+    older = sorted(set(older))
+    earlier = f"Rows or folds from earlier runs of the same settings: {', '.join(older)} UTC. " if older else ""
     return (table(["CoLog line F1", "at its validation cut (mean)", "at the other hosts' cut",
-                   "test-tuned (upper bound)"], rows, "lrrr")
-            + f"\n\n{settings}{''.join(notes)}The protocols and notes of the CoLog section above; its full tables "
+                   "test-tuned (upper bound)"], out, "lrrr")
+            + f"\n\n{settings}{earlier}Protocols and notes as in the CoLog section above; the full tables "
             "(unseen and classical beside it) are in its results file.\n")
 
 
@@ -824,7 +855,7 @@ def classical_loso_headline(runs: list[Run]) -> str:
 
 def colog_headline(runs: list[Run]) -> str:
     parts = []
-    for r in figures(runs[-1])["rows"]:
+    for r in _colog_rows(runs)[0]:
         f1 = r.get("line", {}).get("colog", {}).get("f1")
         if f1 is not None and r["protocol"] == "leave-one-source-out":
             f1 = _colog_fold_mean(_colog_folds(runs, r)[0])
@@ -993,15 +1024,30 @@ def grouped_section(title: str, members: dict[str, list[Run]], usual_machine: st
             return None
         headers.append(table_lines[:2])
         rows += [f"| `{name}` {line}" for line in table_lines[2:]]
-        texts.append(f"`{name}`: {text}" if text else "")
+        texts.append(text)
         first, *rest = run_header(name, runs, usual_machine).splitlines()
         runs_lines += [f"- `{name}`: {first[2:]}", *(f"  {line}" for line in rest)]
     if any(h != headers[0] for h in headers):
         return None
     head, rule = headers[0]
     table_lines = [f"| results file {head}", f"|---{rule}", *rows]
+    texts, shared = _shared_tail(texts)
+    said = [f"`{name}`: {text}" for name, text in zip(members, texts, strict=True) if text]
     return "\n\n".join([f"## {title}", "\n".join(runs_lines), "\n".join(table_lines),
-                         " ".join(t for t in texts if t)]) + "\n"
+                         " ".join([*said, shared]).strip()]) + "\n"
+
+
+def _shared_tail(texts: list[str]) -> tuple[list[str], str]:
+    """The sentences every text ends with, said once: the texts without them, and the tail."""
+    split = [re.split(r"(?<=\.)\s+", t.strip()) for t in texts]
+    if len(split) < 2 or not all(t.strip() for t in texts):
+        return texts, ""
+    n = 0
+    while all(len(s) > n for s in split) and len({tuple(s[len(s) - n - 1:]) for s in split}) == 1:
+        n += 1
+    if not n:
+        return texts, ""
+    return [" ".join(s[:-n]) for s in split], " ".join(split[0][-n:])
 
 
 def render(results: Path = RESULTS) -> str:

@@ -163,3 +163,29 @@ def test_variants_of_one_kind_share_a_section_with_a_row_each(tmp_path):
     assert "- `colog_b`: latest run: 2026-01-01 10:00 UTC, `c colog_b`" in page
     # a retired file is named, not shown
     assert "## old service" not in page and "`serve_latency_threads2.json` (" in page
+
+
+def test_colog_variant_takes_each_protocol_from_the_latest_run_of_the_same_settings():
+    pieces = {"pieces": True}
+    held_out = _colog_run("2026-01-01T10:00", pieces, {"a/logs": 0.9, "b/logs": 0.8}, 3)
+    bgl = {"date": "2026-01-01T11:00", "figures": {"colog_config": pieces, "rows": [
+        {"dataset": "bgl", "protocol": "chronological", "seeds": [0, 1, 2], "line": {"colog": {"f1": 0.4, "f1_std": 0.1}}}]}}
+    other = {"date": "2026-01-01T12:00", "figures": {"rows": [
+        {"dataset": "liberty", "protocol": "chronological", "seeds": [0], "line": {"colog": {"f1": 0.5}}}]}}
+    body = render_docs.colog_variant_body([held_out, bgl])
+    assert "forensic, each host held out: a 0.900 ± 0.010 / b 0.800 ± 0.010 (3 seeds) | **0.850**" in body
+    assert "bgl, chronological ± 0.100 (3 seeds) | **0.400**" in body
+    assert "earlier runs of the same settings: 2026-01-01 10:00 UTC" in body
+    assert body.index("forensic, each host") < body.index("bgl, chronological")  # the main section's order
+    assert render_docs.colog_headline([held_out, bgl]) == "CoLog line F1: forensic held-out host 0.850, bgl chronological 0.400"
+    # a run of other settings is never borrowed, and its own latest settings win
+    assert "liberty" not in render_docs.colog_variant_body([held_out, bgl, other].__getitem__(slice(0, 2)))
+    assert "bgl" not in render_docs.colog_variant_body([held_out, bgl, other])
+
+
+def test_a_grouped_section_says_the_shared_closing_sentences_once():
+    texts, tail = render_docs._shared_tail(["Setting x. Notes above. Full table in its file.",
+                                            "Notes above. Full table in its file."])
+    assert texts == ["Setting x.", ""] and tail == "Notes above. Full table in its file."
+    assert render_docs._shared_tail(["One.", "Two."]) == (["One.", "Two."], "")
+    assert render_docs._shared_tail(["One.", ""]) == (["One.", ""], "")
