@@ -744,10 +744,31 @@ def classical_loso_variant_body(runs: list[Run]) -> str:
             "and notes as in the default run's section. Its full table is in its results file.\n")
 
 
+# CoLog settings whose default changed since runs were recorded: (key, default before, default
+# now, the first run date at the new default). A run before the change ran at the old one.
+_COLOG_DEFAULT_CHANGES = [("pieces", False, True, "2026-12-08 01:00 UTC")]
+
+
+def colog_settings(run: Run) -> dict[str, Any]:
+    """The CoLog settings a run gave (``--colog-config``) and the then-defaults that differ
+    from today's, so one dictionary says what the run's CoLog read."""
+    given = dict(figures(run).get("colog_config") or {})
+    for key, before, _, since in _COLOG_DEFAULT_CHANGES:
+        if run["date"] < since:
+            given.setdefault(key, before)
+    return given
+
+
+def colog_off_defaults(run: Run) -> dict[str, Any]:
+    """The settings of a run's CoLog that are not today's defaults."""
+    now = {key: after for key, _, after, _ in _COLOG_DEFAULT_CHANGES}
+    return {k: v for k, v in colog_settings(run).items() if k not in now or now[k] != v}
+
+
 def _same_settings(runs: list[Run]) -> list[Run]:
     """The runs (latest first) of the latest run's CoLog settings."""
-    settings = figures(runs[-1]).get("colog_config")
-    return [run for run in reversed(runs) if figures(run).get("colog_config") == settings]
+    settings = colog_settings(runs[-1])
+    return [run for run in reversed(runs) if colog_settings(run) == settings]
 
 
 _COLOG_ORDER = {("forensic", "chronological"): 0, ("forensic", "random-lines"): 1,
@@ -804,7 +825,7 @@ def colog_variant_body(runs: list[Run]) -> str:
         colog = r.get("line", {}).get("colog", {})
         n = len(r.get("seeds", []))
         if r["protocol"] != "leave-one-source-out":
-            spread = f" ± {_f3(colog.get('f1_std'))} ({n} seeds)" if n > 1 else ""
+            spread = f" ({n} seeds): {_f3(colog.get('f1'))} ± {_f3(colog.get('f1_std'))}" if n > 1 else ""
             out.append([f"{r['dataset']}, {r['protocol']}{spread}", f"**{_f3(colog.get('f1'))}**", "–", "–"])
             continue
         folds, older_folds = _colog_folds(runs, r)
@@ -825,8 +846,9 @@ def colog_variant_body(runs: list[Run]) -> str:
             other, tuned = f"{other} (seed {r['seeds'][0]})", f"{tuned} (seed {r['seeds'][0]})"
         out.append([f"{r['dataset']}, each host held out: {' / '.join(cells)}", f"**{_f3(_colog_fold_mean(folds))}**",
                     other, tuned])
-    settings = figures(runs[-1]).get("colog_config")
-    settings = f"CoLog settings other than its defaults: `{json.dumps(settings)}`. " if settings else ""
+    off = colog_off_defaults(runs[-1])
+    settings = (f"CoLog settings other than today's defaults: `{json.dumps(off, sort_keys=True)}`. " if off
+                else "CoLog at today's defaults. ")
     older = sorted(set(older))
     earlier = f"Rows or folds from earlier runs of the same settings: {', '.join(older)} UTC. " if older else ""
     return (table(["CoLog line F1", "at its validation cut (mean)", "at the other hosts' cut",
@@ -862,7 +884,20 @@ def colog_headline(runs: list[Run]) -> str:
         if f1 is not None:
             where = r["protocol"] if r["protocol"] != "leave-one-source-out" else "held-out host"
             parts.append(f"{r['dataset']} {where} {f1:.3f}")
-    return ("CoLog line F1: " + ", ".join(parts)) if parts else "–"
+    off = colog_off_defaults(runs[-1])
+    at = f" (settings other than today's defaults: {', '.join(f'{k}={json.dumps(v)}' for k, v in sorted(off.items()))})" if off else ""
+    return ("CoLog line F1: " + ", ".join(parts) + at) if parts else "–"
+
+
+def colog_notes(runs: list[Run]) -> str:
+    off = colog_off_defaults(runs[-1])
+    if not off:
+        return ""
+    changed = [k for k, *_ in _COLOG_DEFAULT_CHANGES if k in off]
+    return (f"This run's CoLog ran with `{json.dumps(off, sort_keys=True)}`, "
+            + (f"the default until {', '.join(next(c[3] for c in _COLOG_DEFAULT_CHANGES if c[0] == k) for k in changed)}; "
+               if changed else "")
+            + "CoLog at today's defaults is measured in the variants section below, where it has been.")
 
 
 def hostile_ingest_headline(runs: list[Run]) -> str:
@@ -961,7 +996,7 @@ RENDERERS: dict[str, Renderer] = {
     "classical_variant": Renderer(classical_variant_body, classical_headline),
     "classical_loso_variant": Renderer(classical_loso_variant_body, generic_headline),
     "classical_loso": Renderer(generic_body, classical_loso_headline),
-    "colog": Renderer(generic_body, colog_headline),
+    "colog": Renderer(generic_body, colog_headline, colog_notes),
     "colog_variant": Renderer(colog_variant_body, colog_headline),
     "hostile_ingest": Renderer(generic_body, hostile_ingest_headline),
     "serve_faults": Renderer(generic_body, serve_faults_headline),
@@ -1004,7 +1039,7 @@ RETIRED = {"serve_latency_threads2": "the two-deployment service (Ingress + Scor
 # Kinds whose files are variants of another section's run: one section, a table row per file
 GROUPED = {"classical_variant": "Classical pipeline: variants of the feature groups",
            "classical_loso_variant": "Classical, leave one source out (six sources): variants",
-           "colog_variant": "CoLog, each forensic host held out: variants"}
+           "colog_variant": "CoLog at other settings (today's defaults among them, where they changed)"}
 
 
 def _split_body(body: str) -> tuple[list[str], str]:

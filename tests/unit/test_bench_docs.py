@@ -157,7 +157,7 @@ def test_variants_of_one_kind_share_a_section_with_a_row_each(tmp_path):
         {"title": "old service", "date": "2026-01-01 09:00 UTC", "machine": "m", "command": "c", "figures": {},
          "markdown": ""}]))
     page = render_docs.render(tmp_path)
-    assert page.count("## CoLog, each forensic host held out: variants") == 1
+    assert page.count(f"## {render_docs.GROUPED['colog_variant']}") == 1
     assert "| `colog_a` | forensic, each host held out: a 0.700 | **0.700**" in page
     assert "| `colog_b` | forensic, each host held out: a 0.600 | **0.600**" in page
     assert "- `colog_b`: latest run: 2026-01-01 10:00 UTC, `c colog_b`" in page
@@ -174,10 +174,11 @@ def test_colog_variant_takes_each_protocol_from_the_latest_run_of_the_same_setti
         {"dataset": "liberty", "protocol": "chronological", "seeds": [0], "line": {"colog": {"f1": 0.5}}}]}}
     body = render_docs.colog_variant_body([held_out, bgl])
     assert "forensic, each host held out: a 0.900 ± 0.010 / b 0.800 ± 0.010 (3 seeds) | **0.850**" in body
-    assert "bgl, chronological ± 0.100 (3 seeds) | **0.400**" in body
+    assert "bgl, chronological (3 seeds): 0.400 ± 0.100 | **0.400**" in body
     assert "earlier runs of the same settings: 2026-01-01 10:00 UTC" in body
     assert body.index("forensic, each host") < body.index("bgl, chronological")  # the main section's order
     assert render_docs.colog_headline([held_out, bgl]) == "CoLog line F1: forensic held-out host 0.850, bgl chronological 0.400"
+    assert "CoLog at today's defaults" in body
     # a run of other settings is never borrowed, and its own latest settings win
     assert "liberty" not in render_docs.colog_variant_body([held_out, bgl, other].__getitem__(slice(0, 2)))
     assert "bgl" not in render_docs.colog_variant_body([held_out, bgl, other])
@@ -189,3 +190,17 @@ def test_a_grouped_section_says_the_shared_closing_sentences_once():
     assert texts == ["Setting x.", ""] and tail == "Notes above. Full table in its file."
     assert render_docs._shared_tail(["One.", "Two."]) == (["One.", "Two."], "")
     assert render_docs._shared_tail(["One.", ""]) == (["One.", ""], "")
+
+
+def test_a_colog_run_before_a_default_changed_says_what_it_ran_with():
+    key, before, after, since = render_docs._COLOG_DEFAULT_CHANGES[0]
+    old = _colog_run("2026-01-01T10:00", None, {"a/logs": 0.7}, 1)
+    new = _colog_run("2099-01-01T10:00", None, {"a/logs": 0.9}, 1)
+    assert render_docs.colog_settings(old) == {key: before} and render_docs.colog_settings(new) == {}
+    assert render_docs.colog_off_defaults(old) == {key: before} and render_docs.colog_off_defaults(new) == {}
+    assert f"the default until {since}" in render_docs.colog_notes([old]) and render_docs.colog_notes([new]) == ""
+    # the run at today's defaults never borrows a fold of the older one
+    assert "**0.900**" in render_docs.colog_variant_body([old, new])
+    assert "CoLog at today's defaults" in render_docs.colog_variant_body([old, new])
+    assert render_docs.colog_headline([old]).endswith(f"(settings other than today's defaults: {key}={json.dumps(before)})")
+    assert render_docs.colog_headline([new]) == "CoLog line F1: forensic held-out host 0.900"
