@@ -746,7 +746,7 @@ def classical_loso_variant_body(runs: list[Run]) -> str:
 
 # CoLog settings whose default changed since runs were recorded: (key, default before, default
 # now, the first run date at the new default). A run before the change ran at the old one.
-_COLOG_DEFAULT_CHANGES = [("pieces", False, True, "2026-12-08 01:00 UTC")]
+_COLOG_DEFAULT_CHANGES = [("pieces", False, True, "2026-12-08 01:31 UTC")]
 
 
 def colog_settings(run: Run) -> dict[str, Any]:

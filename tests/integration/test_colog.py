@@ -233,7 +233,7 @@ def test_a_line_without_known_words_gets_nothing_from_its_bag(fitted, forensic):
 
 @pytest.fixture(scope="module")
 def with_pieces(forensic) -> CoLog:
-    det = CoLog(TINY | {"pieces": True, "epochs": 3})
+    det = CoLog(TINY | {"epochs": 3})  # word pieces are on by default
     det.fit(forensic["train"], forensic["val"])
     return det
 
@@ -250,6 +250,19 @@ def test_word_pieces_learn_and_travel_with_the_model_without_their_table(with_pi
         keys = list(f.keys())
     assert any(k.startswith("piece_mlp.") for k in keys) and "piece_table" not in keys
     np.testing.assert_array_equal(load_detector(tmp_path).score_lines(test), scores)
+
+
+def test_a_model_saved_before_word_pieces_existed_loads_without_them(forensic, tmp_path):
+    det = CoLog(TINY | {"epochs": 1, "pieces": False})
+    det.fit(forensic["train"], forensic["val"])
+    det.save(tmp_path)
+    header = json.loads((tmp_path / "config.json").read_text())
+    for key in ("pieces", "pieces_learning_rate"):  # what such a model's config.json holds
+        del header["config"][key]
+    (tmp_path / "config.json").write_text(json.dumps(header))
+    loaded = load_detector(tmp_path)
+    assert loaded.config.pieces is False and loaded.net.piece_mlp is None
+    np.testing.assert_array_equal(loaded.score_lines(forensic["test"]), det.score_lines(forensic["test"]))
 
 
 def test_a_message_without_pieces_gets_nothing_from_them(with_pieces, forensic):
