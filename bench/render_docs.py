@@ -765,6 +765,10 @@ def colog_off_defaults(run: Run) -> dict[str, Any]:
     return {k: v for k, v in colog_settings(run).items() if k not in now or now[k] != v}
 
 
+def _minute(run: Run) -> str:
+    return run["date"][:16].replace("T", " ")
+
+
 def _same_settings(runs: list[Run]) -> list[Run]:
     """The runs (latest first) of the latest run's CoLog settings."""
     settings = colog_settings(runs[-1])
@@ -787,7 +791,7 @@ def _colog_rows(runs: list[Run]) -> tuple[list[dict[str, Any]], list[str]]:
             if key not in rows:
                 rows[key] = r
                 if i and r["protocol"] != "leave-one-source-out":  # folds name their own runs
-                    older.append(run["date"][:16].replace("T", " "))
+                    older.append(_minute(run))
     ordered = sorted(rows, key=lambda k: (_COLOG_ORDER.get(k, len(_COLOG_ORDER)), k))
     return [rows[k] for k in ordered], older
 
@@ -806,7 +810,7 @@ def _colog_folds(runs: list[Run], row: dict[str, Any]) -> tuple[list[dict[str, A
                 if f["holdout"] not in folds:
                     folds[f["holdout"]] = {**f, "seeds": r.get("seeds", [])}
                     if i:
-                        older.append(run["date"][:16].replace("T", " "))
+                        older.append(_minute(run))
     return [folds[k] for k in sorted(folds)], older
 
 
@@ -818,9 +822,8 @@ def colog_variant_body(runs: list[Run]) -> str:
     """A CoLog variant's current figure per protocol in one row each (the latest run of its
     settings that ran the protocol), with the leave-one-source-out cut-transfer figures; its
     full tables stay in its results file."""
-    out, older = [], []
-    rows, older_rows = _colog_rows(runs)
-    older += older_rows
+    out = []
+    rows, older = _colog_rows(runs)
     for r in rows:
         colog = r.get("line", {}).get("colog", {})
         n = len(r.get("seeds", []))
@@ -893,10 +896,9 @@ def colog_notes(runs: list[Run]) -> str:
     off = colog_off_defaults(runs[-1])
     if not off:
         return ""
-    changed = [k for k, *_ in _COLOG_DEFAULT_CHANGES if k in off]
+    until = [since for key, _, _, since in _COLOG_DEFAULT_CHANGES if key in off]
     return (f"This run's CoLog ran with `{json.dumps(off, sort_keys=True)}`, "
-            + (f"the default until {', '.join(next(c[3] for c in _COLOG_DEFAULT_CHANGES if c[0] == k) for k in changed)}; "
-               if changed else "")
+            + (f"the default until {', '.join(until)}; " if until else "")
             + "CoLog at today's defaults is measured in the variants section below, where it has been.")
 
 
