@@ -779,21 +779,25 @@ _COLOG_ORDER = {("forensic", "chronological"): 0, ("forensic", "random-lines"): 
                 ("forensic", "leave-one-source-out"): 2, ("bgl", "chronological"): 3, ("liberty", "chronological"): 4}
 
 
-def _colog_rows(runs: list[Run]) -> tuple[list[dict[str, Any]], list[str]]:
+def _colog_sourced_rows(runs: list[Run]) -> list[tuple[dict[str, Any], str | None]]:
     """One row per dataset and protocol, each from the latest run of the latest run's settings
-    that ran it (a long variant is run a protocol, or a fold, at a time), and the dates of the
-    earlier runs that contributed a row."""
-    rows: dict[tuple[str, str], dict[str, Any]] = {}
-    older = []
+    that ran it (a long variant is run a protocol, or a fold, at a time), each with the date
+    of the earlier run it came from (None: the latest run, or a leave-one-source-out row,
+    whose folds name their own runs)."""
+    rows: dict[tuple[str, str], tuple[dict[str, Any], str | None]] = {}
     for i, run in enumerate(_same_settings(runs)):
         for r in figures(run).get("rows", []):
             key = (r["dataset"], r["protocol"])
             if key not in rows:
-                rows[key] = r
-                if i and r["protocol"] != "leave-one-source-out":  # folds name their own runs
-                    older.append(_minute(run))
+                rows[key] = (r, _minute(run) if i and r["protocol"] != "leave-one-source-out" else None)
     ordered = sorted(rows, key=lambda k: (_COLOG_ORDER.get(k, len(_COLOG_ORDER)), k))
-    return [rows[k] for k in ordered], older
+    return [rows[k] for k in ordered]
+
+
+def _colog_rows(runs: list[Run]) -> tuple[list[dict[str, Any]], list[str]]:
+    """:func:`_colog_sourced_rows`: the rows, and the dates of the earlier runs that gave one."""
+    sourced = _colog_sourced_rows(runs)
+    return [r for r, _ in sourced], [d for _, d in sourced if d]
 
 
 def _colog_folds(runs: list[Run], row: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
@@ -818,12 +822,28 @@ def _colog_fold_mean(folds: list[dict[str, Any]]) -> float:
     return sum(x["line"].get("colog", {}).get("f1", math.nan) for x in folds) / len(folds)
 
 
-def colog_variant_body(runs: list[Run]) -> str:
+def _seed_counts(runs: list[Run], row: dict[str, Any]) -> list[int]:
+    """How many seeds stand behind a row: per held-out fold for leave-one-source-out."""
+    if row["protocol"] != "leave-one-source-out":
+        return [len(row.get("seeds", []))]
+    return [len(x["seeds"]) for x in _colog_folds(runs, row)[0]] or [0]
+
+
+def colog_variant_body(runs: list[Run], main: list[Run] | None = None) -> str:
     """A CoLog variant's current figure per protocol in one row each (the latest run of its
     settings that ran the protocol), with the leave-one-source-out cut-transfer figures; its
-    full tables stay in its results file."""
+    full tables stay in its results file. Given the main CoLog section's runs (``main``), a
+    variant at the same settings leaves out the rows that section already shows from at
+    least as many seeds."""
     out = []
-    rows, older = _colog_rows(runs)
+    sourced = _colog_sourced_rows(runs)
+    shown: dict[tuple[str, str], int] = {}
+    if main and colog_settings(main[-1]) == colog_settings(runs[-1]):
+        shown = {(r["dataset"], r["protocol"]): min(_seed_counts(main, r)) for r in _colog_rows(main)[0]}
+    kept = [(r, d) for r, d in sourced
+            if shown.get((r["dataset"], r["protocol"]), 0) < max(_seed_counts(runs, r))] or sourced
+    left_out = len(sourced) - len(kept)
+    rows, older = [r for r, _ in kept], [d for _, d in kept if d]
     for r in rows:
         colog = r.get("line", {}).get("colog", {})
         n = len(r.get("seeds", []))
@@ -854,9 +874,11 @@ def colog_variant_body(runs: list[Run]) -> str:
                 else "CoLog at today's defaults. ")
     older = sorted(set(older))
     earlier = f"Rows or folds from earlier runs of the same settings: {', '.join(older)} UTC. " if older else ""
+    dropped = (f"{left_out} protocol{'s' if left_out > 1 else ''} the CoLog section above shows from a run of "
+               "these settings with as many seeds, left out here. " if left_out else "")
     return (table(["CoLog line F1", "at its validation cut (mean)", "at the other hosts' cut",
                    "test-tuned (upper bound)"], out, "lrrr")
-            + f"\n\n{settings}{earlier}Protocols and notes as in the CoLog section above; the full tables "
+            + f"\n\n{settings}{dropped}{earlier}Protocols and notes as in the CoLog section above; the full tables "
             "(unseen and classical beside it) are in its results file.\n")
 
 
@@ -1051,12 +1073,14 @@ def _split_body(body: str) -> tuple[list[str], str]:
     return lines[:n], "\n".join(lines[n:]).strip()
 
 
-def grouped_section(title: str, members: dict[str, list[Run]], usual_machine: str | None) -> str | None:
+def grouped_section(title: str, members: dict[str, list[Run]], usual_machine: str | None,
+                    body: Callable[[str, list[Run]], str] | None = None) -> str | None:
     """Variants of one kind in one table, a row per results file, each file's latest run named
-    above it; None where their tables differ in shape (each then gets its own section)."""
+    above it; None where their tables differ in shape (each then gets its own section).
+    ``body`` renders a member's runs (default: its kind's renderer)."""
     headers, rows, texts, runs_lines = [], [], [], []
     for name, runs in members.items():
-        table_lines, text = _split_body(renderer(name).body(runs))
+        table_lines, text = _split_body(body(name, runs) if body else renderer(name).body(runs))
         if len(table_lines) < 3:
             return None
         headers.append(table_lines[:2])
@@ -1101,7 +1125,11 @@ def render(results: Path = RESULTS) -> str:
         if k in GROUPED and k not in done:
             done.add(k)
             members = {n: r for n, r in benches.items() if kind(n) == k}
-            text = grouped_section(GROUPED[k], members, usual) if len(members) > 1 else None
+
+            def body(n: str, r: list[Run]) -> str:  # a CoLog variant reads what the main section shows
+                return colog_variant_body(r, benches.get("colog")) if kind(n) == "colog_variant" else renderer(n).body(r)
+
+            text = grouped_section(GROUPED[k], members, usual, body) if len(members) > 1 else None
             if text is not None:
                 sections.append(text)
                 continue

@@ -204,3 +204,24 @@ def test_a_colog_run_before_a_default_changed_says_what_it_ran_with():
     assert "CoLog at today's defaults" in render_docs.colog_variant_body([old, new])
     assert render_docs.colog_headline([old]).endswith(f"(settings other than today's defaults: {key}={json.dumps(before)})")
     assert render_docs.colog_headline([new]) == "CoLog line F1: forensic held-out host 0.900"
+
+
+def test_a_colog_variant_at_the_main_runs_settings_leaves_out_what_the_main_section_shows():
+    def run(date: str, rows: list[dict]) -> dict:
+        return {"date": date, "figures": {"rows": rows}}
+
+    chrono = {"dataset": "forensic", "protocol": "chronological", "seeds": [0], "line": {"colog": {"f1": 0.99}}}
+    held_out = _colog_run("2099-01-01T10:00", None, {"a/logs": 0.9, "b/logs": 0.8}, 3)["figures"]["rows"][0]
+    variant = [run("2099-01-01T10:00", [chrono]), run("2099-01-01T11:00", [held_out])]
+    main_one_seed = [run("2099-01-02T10:00", [chrono, {**held_out, "seeds": [0], "folds": [
+        {**f, "line": {"colog": {"f1": 0.7}}} for f in held_out["folds"]]}])]
+    body = render_docs.colog_variant_body(variant, main_one_seed)
+    # the chronological row is the main section's (same seeds); the 3-seed held-out row stays
+    assert "forensic, chronological" not in body and "(3 seeds) | **0.850**" in body
+    assert "1 protocol the CoLog section above shows" in body
+    assert "earlier runs" not in body  # the one earlier run gave only the row left out
+    # other settings in the main section: nothing is left out
+    older_main = [{**main_one_seed[0], "date": "2026-01-01T10:00"}]
+    assert "forensic, chronological" in render_docs.colog_variant_body(variant, older_main)
+    # a variant whose every row the main section shows keeps them all
+    assert "forensic, chronological" in render_docs.colog_variant_body(variant[:1], main_one_seed)
