@@ -838,7 +838,7 @@ def colog_variant_body(runs: list[Run], main: list[Run] | None = None) -> str:
     out = []
     sourced = _colog_sourced_rows(runs)
     shown: dict[tuple[str, str], int] = {}
-    if main and colog_settings(main[-1]) == colog_settings(runs[-1]):
+    if main and colog_off_defaults(main[-1]) == colog_off_defaults(runs[-1]):  # {"pieces": true} is {} now
         shown = {(r["dataset"], r["protocol"]): min(_seed_counts(main, r)) for r in _colog_rows(main)[0]}
     kept = [(r, d) for r, d in sourced
             if shown.get((r["dataset"], r["protocol"]), 0) < max(_seed_counts(runs, r))] or sourced
@@ -1063,7 +1063,7 @@ RETIRED = {"serve_latency_threads2": "the two-deployment service (Ingress + Scor
 # Kinds whose files are variants of another section's run: one section, a table row per file
 GROUPED = {"classical_variant": "Classical pipeline: variants of the feature groups",
            "classical_loso_variant": "Classical, leave one source out (six sources): variants",
-           "colog_variant": "CoLog at other settings (today's defaults among them, where they changed)"}
+           "colog_variant": "CoLog at other settings, and at its defaults over more seeds"}
 
 
 def _split_body(body: str) -> tuple[list[str], str]:

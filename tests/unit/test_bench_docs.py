@@ -220,6 +220,9 @@ def test_a_colog_variant_at_the_main_runs_settings_leaves_out_what_the_main_sect
     assert "forensic, chronological" not in body and "(3 seeds) | **0.850**" in body
     assert "1 protocol the CoLog section above shows" in body
     assert "earlier runs" not in body  # the one earlier run gave only the row left out
+    # a variant that names today's default is at the same settings as a run that names none
+    named = [{**r, "figures": {**r["figures"], "colog_config": {"pieces": True}}} for r in variant]
+    assert "forensic, chronological" not in render_docs.colog_variant_body(named, main_one_seed)
     # other settings in the main section: nothing is left out
     older_main = [{**main_one_seed[0], "date": "2026-01-01T10:00"}]
     assert "forensic, chronological" in render_docs.colog_variant_body(variant, older_main)
