@@ -274,9 +274,10 @@ def markdown(rows: list[dict[str, Any]], sp: dict[str, Any] | None) -> tuple[str
                f"{sp['lines_per_s_scored_cold']:,.0f} lines/s when the test part's new messages are "
                f"embedded on the way ({sp['test_lines']:,} lines).\n")
         if len(sp.get("variants", [])) > 1:
-            md += ("\nThe same model size, trained one epoch on the chronological training part and scoring "
-                   "its test part, one after the other in this run:\n\n"
-                   "| settings | one epoch s | lines/s, vectors cached | lines/s, new messages embedded |\n"
+            md += ("\nThe same model size, fitted (its training and validation messages embedded, then one "
+                   "epoch) on the chronological training part and scoring its test part, one after the other "
+                   "in this run:\n\n"
+                   "| settings | fit s (embedding + 1 epoch) | lines/s, vectors cached | lines/s, new messages embedded |\n"
                    "|---|---:|---:|---:|\n")
             for v in sp["variants"]:
                 shown = "defaults" if not v["config"] else f"`{json.dumps(v['config'])}`"

@@ -770,9 +770,10 @@ def _minute(run: Run) -> str:
 
 
 def _same_settings(runs: list[Run]) -> list[Run]:
-    """The runs (latest first) of the latest run's CoLog settings."""
-    settings = colog_settings(runs[-1])
-    return [run for run in reversed(runs) if colog_settings(run) == settings]
+    """The runs (latest first) of the latest run's CoLog settings (a run that names today's
+    default reads the same as one that names nothing)."""
+    settings = colog_off_defaults(runs[-1])
+    return [run for run in reversed(runs) if colog_off_defaults(run) == settings]
 
 
 _COLOG_ORDER = {("forensic", "chronological"): 0, ("forensic", "random-lines"): 1,

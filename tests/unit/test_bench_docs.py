@@ -223,6 +223,9 @@ def test_a_colog_variant_at_the_main_runs_settings_leaves_out_what_the_main_sect
     # a variant that names today's default is at the same settings as a run that names none
     named = [{**r, "figures": {**r["figures"], "colog_config": {"pieces": True}}} for r in variant]
     assert "forensic, chronological" not in render_docs.colog_variant_body(named, main_one_seed)
+    # and within one file a run that names it takes rows from one that names none
+    mixed = [variant[0], named[1]]
+    assert "forensic, chronological | **0.990**" in render_docs.colog_variant_body(mixed)
     # other settings in the main section: nothing is left out
     older_main = [{**main_one_seed[0], "date": "2026-01-01T10:00"}]
     assert "forensic, chronological" in render_docs.colog_variant_body(variant, older_main)
