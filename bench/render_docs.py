@@ -146,10 +146,17 @@ class Renderer:
     """How one kind of benchmark is shown: its current tables, a one-line headline for the
     overview, and notes. Earlier runs stay in the results file, not on the page."""
 
-    body: Callable[[list[Run]], str]
+    body: Callable[..., str]
     headline: Callable[[list[Run]], str]
     notes: Callable[[list[Run]], str] | None = None
     title: str | None = None  # the section's title where it is not the latest run's
+    # the results file whose section this kind's runs sit beside: its runs reach ``body``
+    # as a second argument (None where that file has none), so a variant can leave out
+    # what that section already shows
+    beside: str | None = None
+
+    def render_body(self, runs: list[Run], every: dict[str, list[Run]] | None = None) -> str:
+        return self.body(runs, (every or {}).get(self.beside)) if self.beside else self.body(runs)
 
 
 def figures(run: Run) -> dict[str, Any]:
@@ -170,11 +177,13 @@ def run_header(name: str, runs: list[Run], usual_machine: str | None = None) -> 
     return "\n".join(lines)
 
 
-def section(name: str, runs: list[Run], r: Renderer, usual_machine: str | None = None) -> str:
-    """One benchmark's section. Where its renderer fails on the runs (figures of a shape it
+def section(name: str, runs: list[Run], r: Renderer, usual_machine: str | None = None,
+            every: dict[str, list[Run]] | None = None) -> str:
+    """One benchmark's section (``every``: the page's runs by results file, for a renderer
+    that sits beside another's). Where its renderer fails on the runs (figures of a shape it
     does not know), the section falls back to the generic one and says so."""
     try:
-        return _section(name, runs, r, usual_machine)
+        return _section(name, runs, r, usual_machine, every)
     except (KeyError, IndexError, TypeError, ValueError, AttributeError, ZeroDivisionError) as exc:
         if r is GENERIC:
             raise
@@ -192,8 +201,10 @@ def headline(name: str, runs: list[Run]) -> str:
         return GENERIC.headline(runs)
 
 
-def _section(name: str, runs: list[Run], r: Renderer, usual_machine: str | None = None) -> str:
-    parts = [f"## {r.title or runs[-1]['title']}", run_header(name, runs, usual_machine), r.body(runs).strip()]
+def _section(name: str, runs: list[Run], r: Renderer, usual_machine: str | None = None,
+             every: dict[str, list[Run]] | None = None) -> str:
+    parts = [f"## {r.title or runs[-1]['title']}", run_header(name, runs, usual_machine),
+             r.render_body(runs, every).strip()]
     if r.notes:
         notes = r.notes(runs).strip()
         if notes:
@@ -1022,7 +1033,7 @@ RENDERERS: dict[str, Renderer] = {
     "classical_loso_variant": Renderer(classical_loso_variant_body, generic_headline),
     "classical_loso": Renderer(generic_body, classical_loso_headline),
     "colog": Renderer(generic_body, colog_headline, colog_notes),
-    "colog_variant": Renderer(colog_variant_body, colog_headline),
+    "colog_variant": Renderer(colog_variant_body, colog_headline, beside="colog"),
     "hostile_ingest": Renderer(generic_body, hostile_ingest_headline),
     "serve_faults": Renderer(generic_body, serve_faults_headline),
     "clad_compare": Renderer(clad_compare_body, clad_compare_headline,
@@ -1075,13 +1086,12 @@ def _split_body(body: str) -> tuple[list[str], str]:
 
 
 def grouped_section(title: str, members: dict[str, list[Run]], usual_machine: str | None,
-                    body: Callable[[str, list[Run]], str] | None = None) -> str | None:
+                    every: dict[str, list[Run]] | None = None) -> str | None:
     """Variants of one kind in one table, a row per results file, each file's latest run named
-    above it; None where their tables differ in shape (each then gets its own section).
-    ``body`` renders a member's runs (default: its kind's renderer)."""
+    above it; None where their tables differ in shape (each then gets its own section)."""
     headers, rows, texts, runs_lines = [], [], [], []
     for name, runs in members.items():
-        table_lines, text = _split_body(body(name, runs) if body else renderer(name).body(runs))
+        table_lines, text = _split_body(renderer(name).render_body(runs, every))
         if len(table_lines) < 3:
             return None
         headers.append(table_lines[:2])
@@ -1126,17 +1136,13 @@ def render(results: Path = RESULTS) -> str:
         if k in GROUPED and k not in done:
             done.add(k)
             members = {n: r for n, r in benches.items() if kind(n) == k}
-
-            def body(n: str, r: list[Run]) -> str:  # a CoLog variant reads what the main section shows
-                return colog_variant_body(r, benches.get("colog")) if kind(n) == "colog_variant" else renderer(n).body(r)
-
-            text = grouped_section(GROUPED[k], members, usual, body) if len(members) > 1 else None
+            text = grouped_section(GROUPED[k], members, usual, benches) if len(members) > 1 else None
             if text is not None:
                 sections.append(text)
                 continue
-            sections += [section(n, r, renderer(n), usual) for n, r in members.items()]
+            sections += [section(n, r, renderer(n), usual, benches) for n, r in members.items()]
         elif k not in GROUPED:
-            sections.append(section(name, runs, renderer(name), usual))
+            sections.append(section(name, runs, renderer(name), usual, benches))
     where = f"Unless its section names another, a benchmark's latest run was on {usual}.\n\n" if usual else ""
     retired = [f"`{n}.json` ({why})" for n, why in RETIRED.items() if n in every]
     gone = (f"\n\nNo longer shown, its runs kept in the results file: {', '.join(retired)}." if retired else "")

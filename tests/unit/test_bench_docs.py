@@ -231,3 +231,15 @@ def test_a_colog_variant_at_the_main_runs_settings_leaves_out_what_the_main_sect
     assert "forensic, chronological" in render_docs.colog_variant_body(variant, older_main)
     # a variant whose every row the main section shows keeps them all
     assert "forensic, chronological" in render_docs.colog_variant_body(variant[:1], main_one_seed)
+
+
+def test_a_lone_colog_variant_sits_beside_the_main_section_too(tmp_path):
+    chrono = {"dataset": "forensic", "protocol": "chronological", "seeds": [0], "line": {"colog": {"f1": 0.99}}}
+    held_out = _colog_run("2099-01-01T10:00", None, {"a/logs": 0.9}, 3)["figures"]["rows"][0]
+    for name, rows in (("colog", [chrono]), ("colog_more_seeds", [chrono, held_out])):
+        run = {"title": name, "date": "2099-01-01 10:00 UTC", "machine": "m", "command": f"c {name}",
+               "figures": {"rows": rows}, "markdown": ""}
+        (tmp_path / f"{name}.json").write_text(json.dumps([run]))
+    page = render_docs.render(tmp_path)
+    variant = page[page.index("## colog_more_seeds"):]
+    assert "forensic, chronological" not in variant and "a 0.900 ± 0.010 (3 seeds)" in variant
